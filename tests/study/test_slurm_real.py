@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -148,18 +148,10 @@ SET_SLURM_CLI = (
 
 
 @contextlib.contextmanager
-def driver(
-    path: Path,
-    out: Path,
-    slurm: dict,
-    minutes: int = 60,
-    args: tuple[str, ...] = (),
-    constants: dict | None = None,
-    **env: str,
-) -> Iterator[subprocess.Popen]:
-    """`peftlab study` on Slurm in the background (``env`` added to its environment, which its jobs
-    inherit; ``constants``: of ``peftlab.study.executors.slurm``, set in it); killed if a failed test leaves
-    it running (the module's cluster then cancels its jobs)."""
+def driver(path: Path, out: Path, slurm: dict, constants: dict | None = None) -> Iterator[subprocess.Popen]:
+    """`peftlab study` on Slurm in the background, where the driver's own process is what a test signals
+    (``constants``: of ``peftlab.study.executors.slurm``, set in it); killed if a failed test leaves it running
+    (the module's cluster then cancels its jobs)."""
     entry = ["-m", "peftlab.cli"] if constants is None else ["-c", SET_SLURM_CLI, json.dumps(constants)]
     proc = subprocess.Popen(
         [
@@ -170,15 +162,14 @@ def driver(
             "--study-dir",
             str(out),
             "--quiet",
-            *slurm_args(minutes),
-            *args,
+            *slurm_args(),
         ],
         cwd=path.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **slurm, **env},
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **slurm},
     )
     try:
         yield proc
@@ -233,12 +224,16 @@ def driven_here(
     return answer
 
 
-def checkpoint_written(out: Path, ended: threading.Event, pattern: str = "runs/*/checkpoint/last.pt") -> None:
-    """Wait until a job has written a first checkpoint (``pattern`` under ``out``) while the study runs."""
+def first_checkpoint(
+    out: Path, running: Callable[[], bool], pattern: str = "runs/*/checkpoint/last.pt", said=lambda: ""
+) -> Path:
+    """The run directory once a job has written a first checkpoint (``pattern`` under ``out``), waited for while
+    ``running()`` says the study still runs (``said()``: what it printed, shown if it ended first)."""
     deadline = time.time() + 1200
-    while time.time() < deadline and not ended.is_set() and not list(out.glob(pattern)):
+    while time.time() < deadline and running() and not list(out.glob(pattern)):
         time.sleep(0.05)
-    assert list(out.glob(pattern)), f"the study ended before {pattern} was written"
+    assert list(out.glob(pattern)), f"the study ended before {pattern} was written: {said()}"
+    return next(out.glob(pattern)).parent.parent
 
 
 def preempt(slurm: dict, out: Path, jobs: list, pattern: str = "runs/*/checkpoint/last.pt"):
@@ -246,7 +241,7 @@ def preempt(slurm: dict, out: Path, jobs: list, pattern: str = "runs/*/checkpoin
     submitit's own job._interrupt() does), then its requeued life started; the job's id appended to ``jobs``."""
 
     def actions(ended: threading.Event) -> None:
-        checkpoint_written(out, ended, pattern)
+        first_checkpoint(out, lambda: not ended.is_set(), pattern)
         (task,) = queue(slurm)
         jobs.append(task)
         slurm_cmd(slurm, "scancel", "--signal", "USR2", task)
@@ -300,13 +295,11 @@ def tasks(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "slurm").iterdir() if re.fullmatch(r"\d+_\d+", p.name))
 
 
-def wait_for_checkpoint(out: Path, proc: subprocess.Popen, pattern: str = "runs/*/checkpoint/last.pt") -> Path:
-    """The run directory, once its job has written a first checkpoint (``pattern`` under ``out``)."""
-    deadline = time.time() + 1200
-    while time.time() < deadline and proc.poll() is None and not list(out.glob(pattern)):
-        time.sleep(0.05)
+def wait_for_checkpoint(out: Path, proc: subprocess.Popen) -> Path:
+    """``first_checkpoint`` while ``driver``'s process runs, which must still run then."""
+    run_dir = first_checkpoint(out, lambda: proc.poll() is None, said=lambda: proc.stderr.read())
     assert proc.poll() is None, proc.stderr.read()
-    return next(out.glob(pattern)).parent.parent
+    return run_dir
 
 
 def test_a_study_through_sbatch_job_arrays_equals_the_local_one(tmp_path, slurm, reference, monkeypatch):

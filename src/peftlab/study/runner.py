@@ -34,6 +34,7 @@ from peftlab.config.schema import load_config, to_dict
 from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
 from peftlab.study.executors.gpus import worker_gpus
 from peftlab.study.executors.local import (
+    environment_since_start,
     outside_cause,
     run_local,
     start_held,
@@ -126,7 +127,8 @@ def run_pretraining(
             raise UserError(pretraining_stopped(config_path, out_dir, why, lost=True))
         return out_dir, True
     ctx = worker_context(executor.start_method)
-    proc = ctx.Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid()))
+    changes = environment_since_start()  # a forked worker's from the study (a spawned one has them already)
+    proc = ctx.Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid(), changes))
     start_held(proc)
     try:
         proc.join()

@@ -136,15 +136,31 @@ def start_forkserver(held: str | None = None) -> None:
     multiprocessing.resource_tracker.ensure_running()  # first: its start would unblock SIGINT again
     # the workers' arithmetic is the forkserver's, fixed when it imported torch: one started by an earlier study of
     # this process (a notebook's kernel) with other pin switches than this study's is stopped and started again
-    pin = {name: os.environ.get(name) for name in PINNED}
-    if FORKSERVER_PIN and FORKSERVER_PIN[-1] != pin:
-        multiprocessing.forkserver._forkserver._stop()  # multiprocessing's own way to end its server
+    environment, server = dict(os.environ), multiprocessing.forkserver._forkserver
+    if FORKSERVER_ENV and any(FORKSERVER_ENV[-1].get(name) != environment.get(name) for name in PINNED):
+        server._stop()  # multiprocessing's own way to end its server
+    running = server._forkserver_pid
     with sigint_held(), study_children(held):
-        multiprocessing.forkserver.ensure_running()
-    FORKSERVER_PIN[:] = [pin]
+        server.ensure_running()
+    if server._forkserver_pid != running:  # started now (first, again, or after it died)
+        FORKSERVER_ENV[:] = [environment]
 
 
-FORKSERVER_PIN: list[dict] = []  # the pin switches this process's forkserver started with
+FORKSERVER_ENV: list[dict[str, str]] = []  # the environment this process's forkserver started with
+
+
+def environment_since_start() -> dict[str, str | None]:
+    """The variables this process set (to a value) or unset (None) since its forkserver started, which a worker
+    forked from the server applies first (``worker.take_environment``): it runs in the study's environment, as a
+    process started now would, not in the server's. A notebook's kernel runs study after study with one server,
+    and sets what the runs read between them (a dataset's folder; ``peftlab.reproduce`` sets the folders it checked
+    and the products' switch of the archive's runs). What a library reads when the server imports it stays the
+    server's; the pin's switches, read so by torch, start a new server (``start_forkserver``)."""
+    if not FORKSERVER_ENV:
+        return {}
+    before = FORKSERVER_ENV[-1]
+    changed: dict[str, str | None] = {name: value for name, value in os.environ.items() if before.get(name) != value}
+    return {**changed, **{name: None for name in before if name not in os.environ}}
 
 
 def start_held(proc: multiprocessing.Process) -> None:
@@ -254,6 +270,7 @@ def run_local(
                         os.getpid(),
                         gpus[position - 1],
                         spec.last_epoch,
+                        environment_since_start(),
                     ),
                 )
                 earlier = earlier_wall(run_dir)  # before its worker writes a checkpoint

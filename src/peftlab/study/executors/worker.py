@@ -215,10 +215,13 @@ def process_main(
     study_pid: int,
     gpu: str | None = None,
     last_epoch: int | None = None,
+    environment: dict[str, str | None] | None = None,
 ) -> None:
     """Entry point of a local worker process (its progress bars, when shown, on the study's terminal).
     It trains this one run on ``gpu`` (``gpus.use_gpu``), to ``last_epoch`` (``execute_run``): one whose base is
-    not quantized never imports bitsandbytes."""
+    not quantized never imports bitsandbytes. ``environment``: what the study's environment changed since the
+    forkserver started (``take_environment``)."""
+    take_environment(environment)
     use_gpu(gpu)
     if config["quant"]["mode"] == "none":
         without_bitsandbytes()
@@ -231,6 +234,17 @@ def process_main(
     except KeyboardInterrupt:  # while it started: nothing to record
         ignore_further_stops()
         raise SystemExit(INTERRUPTED) from None
+
+
+def take_environment(environment: dict[str, str | None] | None) -> None:
+    """Set (a value) or unset (None) each variable of ``environment`` in this process: a worker forked from the
+    forkserver takes what the study's environment changed since the server started
+    (``local_executor.environment_since_start``)."""
+    for name, value in (environment or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def serve_runs(conn, study_pid: int, preload: tuple[str, ...], gpu: str | None = None) -> None:
@@ -340,8 +354,12 @@ def pretrain_job(config: dict, out_dir: str, cwd: str, executor: str) -> None:
     run_pretrain(config, out_dir, progress=False, execution=job_execution(executor))
 
 
-def pretrain_main(config: dict, out_dir: str, progress: bool, study_pid: int) -> None:
-    """Entry point of the local process that trains (or finds cached) the study's base model."""
+def pretrain_main(
+    config: dict, out_dir: str, progress: bool, study_pid: int, environment: dict[str, str | None] | None = None
+) -> None:
+    """Entry point of the local process that trains (or finds cached) the study's base model (``environment``: as
+    ``process_main``'s)."""
+    take_environment(environment)
     die_with_study(study_pid)
     try:
         take_interrupts()
