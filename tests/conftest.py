@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # default thread count unset it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from testkit import TINY_MODEL  # after the environment above: it may import torch
+from testkit import TINY_MODEL, write_figures_empty  # after the environment above: it may import torch
 
 # A suite started as a background job of a non-interactive shell (`cmd &` without job control)
 # inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests need it delivered.
@@ -105,6 +105,21 @@ def model_records_of_the_test(tmp_path_factory, monkeypatch):
     answers.META_MODELS.clear()
     yield
     answers.META_MODELS.clear()
+
+
+@pytest.fixture
+def unrendered_figures(monkeypatch):
+    """This test's figures built, then written as empty files (``testkit.write_figures_empty``); a module's fixtures
+    set up before it draw theirs."""
+    write_figures_empty(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_unrendered_figures():
+    """``unrendered_figures`` for a whole module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        write_figures_empty(patch)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ Each case trains one run of a study through ``peftlab train`` (or sees it refuse
   the model's own tokenizer; the PEFT export through PEFT's ``from_pretrained`` on the plain base. Its
   test accuracy equals result.json's;
 - the study's report (the run is the study's run: ``peftlab study`` finds it finished): its main table's
-  test top-1 equals results.csv's, recomputed with pandas.
+  test top-1 equals results.csv's, recomputed with pandas. The first case of each family, data layout and
+  method draws its report's figures; the others build them and write their files empty (``drawing_cases``).
 """
 
 import csv
@@ -34,6 +35,7 @@ from testkit import (
     header_accuracy,
     hf_text_dir,
     hf_vision_model,
+    write_figures_empty,
     write_text_task,
 )
 
@@ -112,6 +114,23 @@ CASES = (
 )
 
 
+def drawing_cases(cases: list[dict]) -> list[dict]:
+    """The cases whose reports draw their figures: the first case of each family, data layout and method (what
+    a study's figures are drawn from: the model's layers, the classes, the method's monitors). The others' reports
+    build the same figures and write them as empty files (``testkit.write_figures_empty``): this module reads
+    reports' text, never a figure's pixels, and matplotlib's layout and drawing are a third of a case's cost."""
+    drawn, seen = [], set()
+    for case in cases:
+        values = {(axis, case[axis]) for axis in ("family", "data", "method")}
+        if not values <= seen:
+            drawn.append(case)
+            seen |= values
+    return drawn
+
+
+DRAWN = drawing_cases(CASES)
+
+
 def test_the_design_covers_every_pair_that_can_meet():
     full = [dict(zip(AXES, v)) for v in itertools.product(*AXES.values())]
     compatible = [case for case in full if incompatible(case) is None]
@@ -122,6 +141,8 @@ def test_the_design_covers_every_pair_that_can_meet():
             covered = any(c[a] == va and c[b] == vb for c in design)
             assert meets == covered, (a, va, b, vb)
     assert len(design) <= 25 and all(incompatible(c) is None for c in design)
+    for axis in ("family", "data", "method"):  # every value's report figures drawn in some case
+        assert {c[axis] for c in drawing_cases(CASES)} == {c[axis] for c in CASES}, axis
 
 
 # ------------------------------------------------------------------ data and models, written once
@@ -354,6 +375,8 @@ def paper_matches_report(study_dir) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_a_join_runs_exports_and_reports_what_it_measured(case, files, tmp_path, monkeypatch):
     monkeypatch.setenv("PEFTLAB_DATA_CACHE", str(tmp_path / "cache"))
+    if case not in DRAWN:
+        write_figures_empty(monkeypatch)
     cfg = run_config(case, files)
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(cfg))
     study = {"name": "joins", "base": "base.yaml", "seeds": 1, "methods": {cfg["method"]["name"]: {}}}

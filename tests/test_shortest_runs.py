@@ -45,6 +45,14 @@ LENGTHS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def untimed_merge(monkeypatch):
+    """Each run's merge checked as every run checks it (max |diff| of the merged and the adapter logits), not
+    timed: as a study's runs are (``outcome.in_study``). No check here reads the latency ratio, and its five
+    interleaved forwards of each model are a tenth of a shortest run's cost."""
+    monkeypatch.setattr("peftlab.training.outcome.MERGE_TIMING_REPEATS", 0)
+
+
 @pytest.fixture(scope="module")
 def configs(tmp_path_factory):
     """family -> a run config YAML: the tiny ViT on 64 / 32 / 32 random Fashion-MNIST-format images, and

@@ -563,3 +563,16 @@ def applied_counts(cfg) -> dict:
     tuner = meta_tuner(cfg.method, meta_of(cfg))
     head = sum(p.numel() for n, p in tuner.trainable_parameters().items() if is_head_param(n, tuner.head))
     return {**tuner.parameter_counts(), "head": head}
+
+
+def write_figures_empty(patch) -> None:
+    """``Figure.savefig`` writes an empty file where it would draw one (``patch``: a pytest MonkeyPatch): every figure
+    a report or paper draws is still built as it builds it, and each file written where the command writes it,
+    through the same checks; matplotlib's layout and drawing, most of a report's cost, are left out. For tests that
+    read a command's text, tables, exit status or stderr, never a figure (the ``unrendered_figures`` fixtures)."""
+    from matplotlib.figure import Figure
+
+    def savefig(self, fname, **kwargs):
+        Path(fname).write_bytes(b"")
+
+    patch.setattr(Figure, "savefig", savefig)

@@ -160,6 +160,7 @@ def test_the_undamaged_study_gets_its_report_and_paper(tuned, tmp_path):
     assert "## Tuning" in report and "- phases, as 1 call of `peftlab study`" in report
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 @pytest.mark.parametrize("case", CASES)
 def test_a_damaged_study_file_is_one_line_naming_it_and_the_report_is_still_written(tuned, tmp_path, case):
     name, damage, field, written = CASES[case]

@@ -244,6 +244,7 @@ def test_a_study_of_one_configuration_still_gets_a_paper(tmp_path):
     assert r"\input{tables/main_table}" in main and "significance" not in main and "rankTrend" not in main
 
 
+@pytest.mark.usefixtures("unrendered_figures")  # which files each part writes; the sources fixture draws them
 def test_only_figures_or_tables(study_dir, tmp_path):
     assert paper.write_paper(study_dir, tmp_path, only="tables") == tmp_path / "tables"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tables"]
@@ -269,6 +270,7 @@ def test_cli_refuses_a_directory_without_runs(tmp_path):
     assert_one_line_exit_2(run_peftlab("paper", str(tmp_path)), "not a study directory")
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_cli_names_the_missing_latex_packages(tmp_path, monkeypatch):
     study_dir = write_study_dir(tmp_path / "default", with_failure=False, variants=["full"])
     empty = tmp_path / "bin"
@@ -322,6 +324,7 @@ def test_submission_packs_paper_results_configs_and_checksums(study_dir, sources
     assert "2 threads per run" in reproduce
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_submission_refuses_a_paper_built_from_other_results(tmp_path):
     """A paper records the SHA-256 of the results it was built from (\\resultsSha, as the report does); a run
     added since (a third seed beside the paper's two) makes the submission refuse in one line, not pack both."""
@@ -354,6 +357,7 @@ def test_submission_refuses_a_paper_built_from_other_results(tmp_path):
     assert f"Built from the results with SHA-256 `{load_results_sha256(study_dir)}`" in report.read_text()
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_the_reproducibility_paragraph_gives_the_command_that_ran_the_study(sources, tmp_path, monkeypatch):
     main = (sources / "main.tex").read_text()
     assert "make study" not in main and "studyCommand" not in main  # no record: no command is made up
@@ -523,6 +527,7 @@ def test_the_paper_names_each_type_the_peft_bridge_ran():
     assert method_sentences(runs[runs["method"] == "lora"]).count("PEFT's own") == 0
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_the_paper_names_configurations_by_the_study_s_labels(tmp_path):
     """report.labels in the study file name the configurations in the paper's tables and text, as
     in report.md: plain text escaped, math kept."""
@@ -844,6 +849,7 @@ def test_a_causal_lm_paper_says_perplexity_without_percent_or_top1(lm_sources):
         assert "perplexity (lower is better)" in caption, caption
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_a_study_mixing_causal_lms_and_classifiers_is_judged_by_top1(tmp_path):
     study = lm_study(tmp_path / "mixed", runs=TEXT_RUNS, causal=lambda variant: variant == "full")
     main = paper.write_paper(study, tmp_path / "paper", compile=False).read_text()
@@ -854,6 +860,7 @@ def test_a_study_mixing_causal_lms_and_classifiers_is_judged_by_top1(tmp_path):
     assert "(test top-1)." in (tmp_path / "paper" / "tables" / "significance.tex").read_text()
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_a_causal_lm_paper_tuned_by_perplexity_says_lower_is_better(tmp_path):
     study = lm_study(tmp_path / "study")
     for path in study.glob("runs/*/spec.json"):
@@ -907,6 +914,7 @@ def text_paper(study: Path, out: Path, sizes: dict | None = None, **data) -> tup
     return (out / "main.tex").read_text(), macros((out / "results.tex").read_text())
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_a_causal_lm_paper_describes_next_token_prediction_on_instructions(tmp_path):
     main, defined = text_paper(
         lm_study(tmp_path / "study"), tmp_path / "paper", sizes={"train": 400}, name="instructions", max_length=64
@@ -931,6 +939,7 @@ def test_a_causal_lm_paper_describes_next_token_prediction_on_instructions(tmp_p
     assert_no_typed_number(tmp_path / "paper")
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_a_text_classification_paper_describes_a_sequence_classifier(tmp_path):
     main, defined = text_paper(text_study(tmp_path / "mrpc", "classification"), tmp_path / "paper", max_length=128)
     for phrase in VISION_ONLY + ("training images", "LM head", "next token"):
@@ -969,6 +978,7 @@ def test_a_vision_paper_describes_the_timm_backbone_on_images(sources):
     assert "resizebox" not in (sources / "tables" / "main_table.tex").read_text()
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_the_setup_gives_the_split_sizes_the_runs_recorded_and_leaves_out_what_they_did_not(tmp_path):
     """The training and test images come from result.json's provenance.data.split_sizes, not data.*_subset;
     a run that recorded none leaves the words out rather than printing "n/a"."""
@@ -998,6 +1008,7 @@ def test_the_setup_gives_the_split_sizes_the_runs_recorded_and_leaves_out_what_t
     assert "training images" not in main and "test images" not in main
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_the_abstract_names_methods_by_the_study_s_labels_and_counts_in_words_that_agree(tmp_path):
     study_dir = write_study_dir(tmp_path / "labelled")
     (study_dir / "study.yaml").write_text("report:\n  labels: {full: Full FT, linear: Probe}\n")
@@ -1068,6 +1079,7 @@ def test_the_archive_travels_without_this_machines_paths(tmp_path, monkeypatch):
     assert "## Where the data goes" in reproduce and "data.root `OUTSIDE/fashion-mnist`" in reproduce
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_the_reproducibility_paragraph_counts_every_call_that_trained_the_runs(tmp_path, monkeypatch):
     """Earlier calls of `peftlab study` may have trained most runs: the paragraph says how many calls there were
     and names the last; REPRODUCE.md lists them all."""

@@ -89,6 +89,7 @@ def test_the_tie_rule_is_stated_as_implemented(vision):
     )
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_the_report_orders_every_configuration_with_its_ties(vision):
     study, *_ = vision
     report = write_report(study).read_text()
@@ -165,6 +166,7 @@ def two_datasets(root):
     return study
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_each_dataset_of_a_study_has_its_own_chance_rate(tmp_path):
     study = two_datasets(tmp_path)
     found = chance(study, load_results(study))
@@ -286,6 +288,7 @@ def test_a_text_paper_cites_transformers_and_says_no_backbone(text):
     assert length != "n/a" and ((r"at most \cfgMaxLength{} tokens" in main) == (length is not None))
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_a_text_base_is_described_by_its_data_and_steps(tmp_path):
     study = text_kind(tmp_path)
     run = tmp_path / "text" / "fortunes-lm" / "run"
@@ -513,6 +516,7 @@ def test_names_stay_off_each_other_and_the_front_and_a_moved_name_has_a_leader_l
     assert not any(box.contains(x, y) for box in boxes for x, y in on_line)  # no name written over the front
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_the_tokens_per_example_are_unsaid_where_no_run_records_them(tmp_path):
     from paperkinds import set_results
 
@@ -522,6 +526,7 @@ def test_the_tokens_per_example_are_unsaid_where_no_run_records_them(tmp_path):
     assert "cfgMaxLength" not in defined and "at most" not in main.split("The model is", 1)[1].split(". It is")[0]
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_a_choice_inside_its_range_is_not_said_to_lie_outside_it(tmp_path):
     """The long fixture's weight decay (a log range to 0.1) chose the largest value its trials tried, well inside
     the range: the table's note and the text say where its best may lie (between it and the range's end), not
@@ -539,6 +544,7 @@ def test_a_choice_inside_its_range_is_not_said_to_lie_outside_it(tmp_path):
 # --- issue 91: every ablation described and given its table ---------------------------------------------------------
 
 
+@pytest.mark.usefixtures("unrendered_figures")
 def test_one_setting_ablations_run_alone_are_described_against_the_main_configuration_and_tabled(tmp_path):
     """Beside the crossed rank x targets ablation, two ablations of one configuration each (LoRA r=8 at dropout 0.1;
     at alpha 32), sharing no run with the main table: each read against the main configuration it changes (LoRA

@@ -14,13 +14,18 @@ import yaml
 from test_runner import BASE, cli_study_here, results_by_run, study_here, write_study
 from testkit import REPO, assert_searches_overlapped, needs_fashion_mnist, run_cli, wait_until
 
-# two short runs: 128 training images, one epoch (4 steps); ONE_RUN is the first of them
+# two short runs: 128 training images, one epoch (4 steps); ONE_RUN is the first of them (test_slurm_real.py's too)
 STUDY = {
     "seeds": 1,
     "methods": {"lora": {"axes": {"method.r": [2, 4]}}},
     "set": {"train.epochs": 1, "data.train_subset": 128},
 }
 ONE_RUN = {**STUDY, "methods": {"lora": {"set": {"method.r": 2}}}}
+# the same with BitFit, for the tests here whose runs train in processes of their own (jobs, Ray tasks): such a
+# process imports no PEFT for them (peft and transformers are 3 of the 8 CPU seconds of a LoRA run there); the
+# searches below train LoRA through both executors
+BITFIT_STUDY = {**STUDY, "methods": {"bitfit": {"axes": {"train.lr": [3e-3, 1e-2]}}}}
+BITFIT_RUN = {**STUDY, "methods": {"bitfit": {}}}  # its first run: the base's train.lr, 3e-3
 
 
 def executor_args(executor: str, request) -> list[str]:
@@ -66,7 +71,7 @@ def reference(tmp_path_factory) -> dict[str, dict]:
     """The study's results with the local executor (each run's record names it, and this machine), and the
     progress lines `peftlab study` prints with it; run in this process (``cli_study_here``), whose forkserver
     serves the local studies of the module's other tests too."""
-    path = write_study(tmp_path_factory.mktemp("local"), STUDY)
+    path = write_study(tmp_path_factory.mktemp("local"), BITFIT_STUDY)
     status, _, stderr = cli_study_here(path, path.parent / "out")
     assert status == 0, stderr
     assert_progress_lines(stderr)
@@ -112,7 +117,7 @@ def write_pretraining(tmp_path: Path, study: dict) -> Path:
 
 @pytest.mark.e2e
 @needs_fashion_mnist()
-def test_a_study_through_submitit_loses_no_job_and_equals_the_local_one(tmp_path, reference, request):
+def test_a_study_through_submitit_loses_no_job_and_equals_the_local_one(tmp_path, reference, request, monkeypatch):
     """Jobs SIGKILLed after their checkpoint of step 3 (a node lost, an OOM kill) end without a result: each was
     lost, not failed, and the same command goes on from where it stopped. One study, four calls of one command:
 
@@ -121,38 +126,41 @@ def test_a_study_through_submitit_loses_no_job_and_equals_the_local_one(tmp_path
     2. again, the kill still set: the pretraining's new job resumes after step 3 (not killed again) and writes the
        base; each run's job dies: one line a run saying its job was lost and it stays pending (exit 1), nothing
        recorded, each run started;
-    3. again, in this process, as a command of its own: each run's new job resumes from the checkpoint to the local
-       executor's numbers, the driver prints a line per finished run, each run's record names its job;
+    3. again, without the kill: each run's new job resumes from the checkpoint to the local executor's numbers, the
+       driver prints a line per finished run, each run's record names its job;
     4. again: the base and every run reused, nothing submitted.
 
-    Every job a process of its own with submitit's own files. Ray's counterpart:
+    Every job a process of its own with submitit's own files, which gets the kill hook from the driver's
+    environment; each call a command of its own, run in this process (what the driver does, not its process:
+    test_ctrl_c_of_the_driver_stops_its_jobs). Ray's counterpart:
     test_a_study_through_ray_equals_the_local_one_though_its_workers_die."""
-    path = write_pretraining(tmp_path, STUDY)
+    path = write_pretraining(tmp_path, BITFIT_STUDY)
     out, pretrained = tmp_path / "out", tmp_path / "cache" / "pretrained" / "pre"
     args = ["--quiet", *executor_args("submitit", request), "--slurm-time", "0:10:00"]
-    kill = {"PEFTLAB_KILL_AT": "checkpoint:3"}
-    proc = study_cli(path, out, *args, env=kill)
-    assert proc.returncode == 2, proc.stderr
-    (line,) = proc.stderr.splitlines()
-    assert line.startswith(f"peftlab: error: pretraining with {tmp_path / 'pre.yaml'} was lost (job "), line
-    assert line.endswith("): it stays pending; run the same command again to resume it from its checkpoint"), line
-    assert (pretrained / "run" / "checkpoint" / "last.pt").is_file() and not (pretrained / "manifest.json").exists()
-    assert not list(out.glob("runs/*/metrics.jsonl"))
+    with monkeypatch.context() as kill:
+        kill.setenv("PEFTLAB_KILL_AT", "checkpoint:3")
+        status, _, stderr = cli_study_here(path, out, *args)
+        assert status == 2, stderr
+        (line,) = stderr.splitlines()
+        assert line.startswith(f"peftlab: error: pretraining with {tmp_path / 'pre.yaml'} was lost (job "), line
+        assert line.endswith("): it stays pending; run the same command again to resume it from its checkpoint"), line
+        assert (pretrained / "run" / "checkpoint" / "last.pt").is_file()
+        assert not (pretrained / "manifest.json").exists() and not list(out.glob("runs/*/metrics.jsonl"))
 
-    proc = study_cli(path, out, *args, env=kill)
-    assert proc.returncode == 1, proc.stderr
+        status, stdout, stderr = cli_study_here(path, out, *args)
+        assert status == 1, stderr
     manifest = json.loads((pretrained / "manifest.json").read_text())
     assert (pretrained / manifest["weights"]).is_file()
-    assert "0 completed, 0 failed, 0 diverged of 2 runs" in proc.stdout and "stay pending" in proc.stdout
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 2, proc.stderr  # one a run
+    assert "0 completed, 0 failed, 0 diverged of 2 runs" in stdout and "stay pending" in stdout
+    lines = stderr.splitlines()
+    assert len(lines) == 2, stderr  # one a run
     for line in lines:
         assert "stopped: its submitit job was lost: it ended without a result (job " in line, line
         assert "it stays pending: run the same command again to resume it" in line, line
     assert not list(out.glob("runs/*/result.json"))
     assert len(list(out.glob("runs/*/checkpoint/last.pt"))) == 2  # each had started
 
-    status, stdout, stderr = cli_study_here(path, out, *args[1:])  # the same command, in this process
+    status, stdout, stderr = cli_study_here(path, out, *args[1:])  # the same command, its progress lines printed
     assert status == 0, stderr
     assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in stdout
     assert_progress_lines(stderr)
@@ -169,6 +177,54 @@ def test_a_study_through_submitit_loses_no_job_and_equals_the_local_one(tmp_path
     assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in stdout
     assert mtimes(out) == before
     assert sorted((out / "slurm").glob("*")) == jobs, "a finished study submitted jobs"
+
+
+@pytest.mark.e2e
+@needs_fashion_mnist()
+def test_a_study_through_ray_equals_the_local_one_though_its_workers_die(tmp_path, reference, request, monkeypatch):
+    """The study's pretraining runs first as a Ray task, then its two runs, each a task whose worker is SIGKILLed
+    part-way (after its checkpoint of step 3); Ray runs each again, which resumes from the checkpoint: the same call
+    writes the base and completes every run with the local executor's numbers, prints a line per finished run, and
+    says of each task in one line that Ray ran it again (a task run again starts after step 3 and is not killed a
+    second time). A second call reuses the base and every run. The first call runs in this process while it holds
+    no Ray (the module's starts after it), as a notebook's would: peftlab starts its own local Ray, whose workers
+    get the kill hook from the environment of the process that started it (the module's Ray, started without it,
+    has none)."""
+    ray = pytest.importorskip("ray")
+    path = write_pretraining(tmp_path, BITFIT_STUDY)
+    out = tmp_path / "out"
+    ray.shutdown()  # the module's Ray, where a test before started it: the next that asks for it starts it again
+    with monkeypatch.context() as env:
+        env.setenv("PEFTLAB_KILL_AT", "checkpoint:3")
+        env.delenv("RAY_ADDRESS", raising=False)
+        status, stdout, stderr = cli_study_here(path, out, "--executor", "ray")
+    assert status == 0, stderr
+    assert not ray.is_initialized(), "peftlab left the Ray it started running"
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in stdout
+    assert_progress_lines(stderr)
+    assert "lost" not in stderr, stderr
+    said = [line for line in stderr.splitlines() if not line.startswith("study s: run ")]
+    assert said[0] == f"peftlab: warning: Ray ran pre again after its worker died (2 attempts); {WENT_ON}"
+    assert sorted(said[1:]) == sorted(  # the two runs' tasks run side by side: either may be first
+        f"peftlab: warning: Ray ran {run_id} again after its worker died (2 attempts); {WENT_ON}"
+        for run_id in reference
+    ), stderr  # Ray's own lines: library.log
+    assert "Started a local Ray instance" in (out / "library.log").read_text()
+    manifest = json.loads((tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").read_text())
+    assert (tmp_path / "cache" / "pretrained" / "pre" / manifest["weights"]).is_file()
+    assert_same_results(out, reference)
+    for result in results_by_run(out).values():  # each run names the task that trained it, on its second attempt
+        task_id = result["execution"]["task_id"]
+        assert task_id and result["execution"] == execution("ray", task_id=task_id, attempt=2)
+
+    before = mtimes(out)
+    status, stdout, stderr = cli_study_here(path, out, "--quiet", *executor_args("ray", request))  # the module's Ray
+    assert status == 0, stderr
+    assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in stdout
+    assert mtimes(out) == before
+
+
+WENT_ON = "it went on from its last checkpoint"
 
 
 def selection(study: Path, method: str) -> dict:
@@ -196,47 +252,6 @@ def test_searches_through_ray_and_submitit_run_side_by_side_with_the_local_trial
             assert a["trials"] == b["trials"] and a["chosen"] == b["chosen"], (executor[1], method)
             assert [t["params"] for t in a["trials"]] == [{"train.lr": 1e-3}, {"train.lr": 1e-2}]
         assert_searches_overlapped(remote.parent / "out" / "tune", methods)
-
-
-@pytest.mark.e2e
-@needs_fashion_mnist()
-def test_a_study_through_ray_equals_the_local_one_though_its_workers_die(tmp_path, reference, request):
-    """The study's pretraining runs first as a Ray task, then its two runs, each a task whose worker is SIGKILLed
-    part-way (after its checkpoint of step 3); Ray runs each again, which resumes from the checkpoint: the same call
-    writes the base and completes every run with the local executor's numbers, prints a line per finished run, and
-    says of each task in one line that Ray ran it again (a task run again starts after step 3 and is not killed a
-    second time). A second call reuses the base and every run. peftlab starts its own local Ray here, whose workers
-    get the kill hook from the driver's environment (the module's Ray has the test process's)."""
-    pytest.importorskip("ray")
-    path = write_pretraining(tmp_path, STUDY)
-    out = tmp_path / "out"
-    proc = study_cli(path, out, "--executor", "ray", env={"PEFTLAB_KILL_AT": "checkpoint:3", "RAY_ADDRESS": ""})
-    assert proc.returncode == 0, proc.stderr
-    assert "2 completed, 0 failed, 0 diverged of 2 runs (0 were already finished)" in proc.stdout
-    assert_progress_lines(proc.stderr)
-    assert "lost" not in proc.stderr, proc.stderr
-    said = [line for line in proc.stderr.splitlines() if not line.startswith("study s: run ")]
-    assert said[0] == f"peftlab: warning: Ray ran pre again after its worker died (2 attempts); {WENT_ON}"
-    assert sorted(said[1:]) == sorted(  # the two runs' tasks run side by side: either may be first
-        f"peftlab: warning: Ray ran {run_id} again after its worker died (2 attempts); {WENT_ON}"
-        for run_id in reference
-    ), proc.stderr  # Ray's own lines: library.log
-    assert "Started a local Ray instance" in (out / "library.log").read_text()
-    manifest = json.loads((tmp_path / "cache" / "pretrained" / "pre" / "manifest.json").read_text())
-    assert (tmp_path / "cache" / "pretrained" / "pre" / manifest["weights"]).is_file()
-    assert_same_results(out, reference)
-    for result in results_by_run(out).values():  # each run names the task that trained it, on its second attempt
-        task_id = result["execution"]["task_id"]
-        assert task_id and result["execution"] == execution("ray", task_id=task_id, attempt=2)
-
-    before = mtimes(out)
-    status, stdout, stderr = cli_study_here(path, out, "--quiet", *executor_args("ray", request))  # the module's Ray
-    assert status == 0, stderr
-    assert "2 completed, 0 failed, 0 diverged of 2 runs (2 were already finished)" in stdout
-    assert mtimes(out) == before
-
-
-WENT_ON = "it went on from its last checkpoint"
 
 
 @pytest.mark.e2e
@@ -273,7 +288,7 @@ def test_a_job_waits_for_a_run_another_process_trains(tmp_path, reference, reque
     not trained a second time at once: the new job waits for it, then does what is left."""
     from peftlab.utils.locks import hold
 
-    path = write_study(tmp_path, ONE_RUN)
+    path = write_study(tmp_path, BITFIT_RUN)
     out = tmp_path / "out"
     run_id = dry_run(path, out).splitlines()[1].split()[0]
     run_dir = out / "runs" / run_id
@@ -336,7 +351,7 @@ def test_ctrl_c_of_the_driver_stops_its_jobs(tmp_path, executor, request):
     # 1,000 steps: the run is still training when the Ctrl-C lands (it waits for the first epoch's
     # checkpoint), however fast the machine; 100 were not enough for Ray on a quiet machine, whose
     # task finished in the second its cancellation took (1 of 3 tries)
-    path = write_study(tmp_path, {**ONE_RUN, "set": {**ONE_RUN["set"], "train.epochs": 250}})
+    path = write_study(tmp_path, {**BITFIT_RUN, "set": {**BITFIT_RUN["set"], "train.epochs": 250}})
     out = tmp_path / "out"
     args = ["--quiet", *executor_args(executor, request)]
     driver = subprocess.Popen(
@@ -364,14 +379,28 @@ def test_ctrl_c_of_the_driver_stops_its_jobs(tmp_path, executor, request):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """One local Ray of 2 CPUs for this module's tests (starting one takes seconds); its address."""
+def module_ray():
+    """One local Ray of 2 CPUs for this module's tests (starting one takes seconds, and its workers stay warm),
+    started in this process when a test first asks for it (``ray_cluster``) and shut down at the module's end; a
+    test that lets peftlab start a Ray of its own here shuts it down first, and the next test's request starts it
+    again."""
     ray = pytest.importorskip("ray")
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+    def address() -> str:
+        if not ray.is_initialized():
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        return ray.get_runtime_context().gcs_address
+
     try:
-        yield context.address_info["gcs_address"]
+        yield address
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(module_ray) -> str:
+    """The address of the module's Ray, running in this process."""
+    return module_ray()
 
 
 # ---------------------------------------------------------------------------------------
