@@ -64,8 +64,8 @@ def cli_study_here(path: Path, out: Path, *args: str) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of `peftlab study PATH --study-dir OUT ARGS` from PATH's folder, run
     in this process (``cli.run_command``, as test_study_preflight.py runs it): for the calls that refuse
     or list before anything trains, the same command run again, and a study whose stdout a test reads,
-    without an interpreter to start for each (peftlab's warning lines, whose handler holds the stderr of the
-    process's first call, are not in the stderr returned: a test that reads them runs the CLI)."""
+    without an interpreter to start for each (peftlab's warning lines are in the stderr returned: their handler
+    writes to whatever ``sys.stderr`` is when a line is logged, ``libraries.StderrNow``)."""
     return cli_here("study", str(path), "--study-dir", str(out), *args, cwd=path.parent)
 
 
