@@ -141,7 +141,7 @@ def start_forkserver(held: str | None = None) -> None:
         server._stop()  # multiprocessing's own way to end its server
     running = server._forkserver_pid
     with sigint_held(), study_children(held):
-        server.ensure_running()
+        multiprocessing.forkserver.ensure_running()  # the module's function (a test wraps it)
     if server._forkserver_pid != running:  # started now (first, again, or after it died)
         FORKSERVER_ENV[:] = [environment]
 
