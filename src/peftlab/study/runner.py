@@ -21,6 +21,7 @@ side, ``side_by_side``), then its final runs at the chosen values.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from peftlab.config.schema import load_config, to_dict
+from peftlab.study.executors import ray_tasks
 from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
 from peftlab.study.executors.gpus import worker_gpus
 from peftlab.study.executors.local import (
@@ -195,7 +197,8 @@ def run_study(
         logged_to(study_dir / LIBRARY_LOG),
     ):  # what submitit, Ray and Slurm's commands say to the driver
         try:
-            return _run_study(study, study_dir, workers, retry_failed, progress, executor)
+            with ray_tasks.kept() if executor.name == "ray" else contextlib.nullcontext():  # one Ray for the study
+                return _run_study(study, study_dir, workers, retry_failed, progress, executor)
         finally:
             stop_idle_workers()  # spawned workers wait between a tuned study's searches and its final runs
 

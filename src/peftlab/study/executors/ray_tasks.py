@@ -3,7 +3,9 @@ or on a local Ray started for the study (with all this machine's CPUs).
 
 Ray is imported here, so peftlab works without it (``pip install -e .[ray]``). A Ray this
 process finds already initialized (a notebook, a test) is used as it is and left running;
-one it started or connected to is shut down when the calls end.
+one it started or connected to is shut down when the calls end, or, inside ``kept`` (a study), when the
+study ends: its pretraining, every batch of its searches' trials and its final runs share one start of Ray
+and its warm workers (each start of a local Ray costs about 4 s, and each fresh worker its imports again).
 
 A task whose worker died (SIGKILL, an out-of-memory kill, its node lost) is run again by Ray,
 ``WORKER_DEATH_RETRIES`` times: the run resumes from its checkpoint, so a retry repeats at most
@@ -19,6 +21,7 @@ what Ray's core prints on stderr while it connects goes to the library log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -35,6 +38,30 @@ from peftlab.utils.libraries import stderr_to_library_log, to_library_log
 WORKER_DEATH_RETRIES = 1  # Ray's max_retries for a task whose worker died: its run resumes from its checkpoint
 ATTEMPT_ENV = "PEFTLAB_RAY_ATTEMPT"  # in a task's process: its attempt (1, 2 after a retry), "" where uncounted
 log = logging.getLogger(__name__)  # peftlab's own warnings: one "peftlab: warning:" line on stderr
+KEEPING: list[bool] = []  # one entry per ``kept`` open: a Ray that ``submit`` starts stays up until the last closes
+OWNED: dict[str, bool] = {"ray": False}  # whether the Ray now initialized is one this process started or connected to
+
+
+@contextlib.contextmanager
+def kept() -> Iterator[None]:
+    """Within it, a Ray that ``submit`` starts (or connects to) stays up between calls; it is shut down when the
+    outermost ``kept`` ends, however it ends. A Ray found already initialized is left running, as always."""
+    KEEPING.append(True)
+    try:
+        yield
+    finally:
+        KEEPING.pop()
+        if not KEEPING:
+            shut_down_own()
+
+
+def shut_down_own() -> None:
+    """Shut down the Ray this process started or connected to, if any."""
+    if OWNED["ray"]:
+        OWNED["ray"] = False
+        import ray
+
+        ray.shutdown()
 
 
 def counted(fn: Callable, attempts: str | None, *args):
@@ -96,7 +123,7 @@ def submit(
     import ray
 
     to_library_log("ray")  # its import gave its logger a stderr handler (the token and start-up lines)
-    started = not ray.is_initialized()
+    started = not ray.is_initialized()  # else one found (a notebook's, a test's) or one this process keeps
     if started:  # never a Ray found by scanning this machine's processes: the one named, or a new local one
         flag, address = named_address(options)
         try:
@@ -106,6 +133,7 @@ def submit(
         except Exception as err:  # a refusal the check before (ray_address) could not see: a version mismatch, ...
             lines = [line for line in str(err).splitlines() if line.strip()]
             raise UserError(f"{flag}: {type(err).__name__}: {lines[0] if lines else 'Ray did not start'}") from None
+        OWNED["ray"] = True
     try:
         task = ray.remote(
             num_cpus=options.ray_cpus,
@@ -140,8 +168,8 @@ def submit(
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
     finally:
-        if started:
-            ray.shutdown()
+        if not KEEPING:
+            shut_down_own()
 
 
 def attempts_folder(parent: str | None) -> str | None:
