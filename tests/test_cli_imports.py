@@ -204,6 +204,16 @@ def test_validate_of_a_quantized_lora_config_keeps_bitsandbytes(tmp_path):
     assert "bitsandbytes" in command_imports("validate", str(config))
 
 
+@needs_fashion_mnist()
+def test_train_of_an_unquantized_lora_run_imports_no_bitsandbytes(tmp_path):
+    """`peftlab train` trains one run and ends, as a study's forked worker: PEFT's LoRA injection leaves bitsandbytes
+    (and the torch._inductor it imports) out; a quantized run's keeps it (validate's test above, the same switch)."""
+    config = write_run(tmp_path / "run.yaml", "lora")
+    held = command_imports("train", str(config), "--run-dir", str(tmp_path / "run"), "--quiet")
+    assert "peft" in held and "bitsandbytes" not in held, held
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "completed"
+
+
 def test_a_study_dry_run_imports_no_peft():
     """VTAB-1k's study (LoRA among its methods) is checked and counted on meta models: timm, no PEFT. Its data is
     not here: the dry-run lists its runs, then ends with status 2 naming the data it did not find."""

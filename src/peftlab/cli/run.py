@@ -34,8 +34,11 @@ def add_train(sub) -> None:
 def cmd_train(args) -> int:
     from peftlab.cli.api import train  # the Python API's, which notebooks call
     from peftlab.config.schema import load_config
+    from peftlab.utils.libraries import without_bitsandbytes
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.quant.mode == "none":  # PEFT's LoRA injection would import bitsandbytes (and torch._inductor with it)
+        without_bitsandbytes()  # this process trains one run and ends, as a study's forked worker
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     result = train(cfg, run_dir=run_dir, progress=not args.quiet)
     if args.json:  # json.dumps escapes every control character a recorded error holds
