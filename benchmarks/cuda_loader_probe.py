@@ -4,7 +4,13 @@ context, what a DataLoader's first batch costs with and without workers and pinn
 less one, at most 8) and with data.cache. gpu-check's runs took 24 s each on one H200 where their steps take
 0.1 s; this probe says which part is the machine's and which is peftlab's.
 
-    python benchmarks/cuda_loader_probe.py OUT.json [--device cuda]
+    python benchmarks/cuda_loader_probe.py OUT.json [--device cuda] [--study]
+
+--study adds the question the H200's figures left open (benchmarks/README.md, "The GPU path on one H200"): in
+gpu-check's 4-worker study each run's training took 9 s where a lone run's took 2, with 8 decoding workers a run on
+16 cores. It runs gpu-check-throughput's study (4 LoRA runs, 4 workers on the one GPU) with data.num_workers null
+(8 each), 3 (the cores shared out: 16 / 4 less the main process) and 0, twice each in rotating order, and records
+each call's wall and its runs' training and validation seconds. About 5 minutes on one H200.
 
 Each figure is wall seconds (time.perf_counter), each fork the mean of 5, each first batch the median of 3.
 """
@@ -112,18 +118,62 @@ def run_figures(device: str, work: Path) -> list[dict]:
     return rows
 
 
+STUDY = """name: probe-study
+base: base.yaml
+seeds: 4
+methods:
+  lora: {}
+"""
+
+
+def study_figures(device: str, work: Path, repeats: int = 2) -> list[dict]:
+    """gpu-check-throughput's 4-worker study with each decoding-worker count, ``repeats`` rounds in rotating order."""
+    from peftlab.data.synthetic import write_jpeg_folder
+
+    write_jpeg_folder(work / "images", n_train=256, size=32, classes=4, n_test=64, class_colour=0.15)
+    counts = ["null", 3, 0]
+    rows = []
+    for round_ in range(repeats):
+        for workers in counts[round_ % len(counts) :] + counts[: round_ % len(counts)]:
+            folder = work / f"study-{workers}-{round_}"
+            folder.mkdir()
+            run = RUN.format(root=work / "images", workers=workers, cache="false", device=device)
+            (folder / "base.yaml").write_text(run.replace("epochs: 3", "epochs: 2"))
+            (folder / "study.yaml").write_text(STUDY)
+            argv = ["study", str(folder / "study.yaml"), "--study-dir", str(folder / "out"), "--workers", "4"]
+            if device == "cuda":
+                argv += ["--runs-per-gpu", "4"]
+            start = time.perf_counter()
+            command = [sys.executable, "-m", "peftlab.cli", *argv, "--quiet"]
+            done = subprocess.run(command, capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            row = {"num_workers": workers, "round": round_, "study_s": seconds, "rc": done.returncode}
+            timings = [json.loads(p.read_text())["timing"] for p in (folder / "out").glob("runs/*/result.json")]
+            for key in ("train_seconds", "val_seconds", "wall_seconds"):
+                row[key] = sorted(timing[key] for timing in timings)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--study", action="store_true", help="also the 4-worker study with 8, 3 and 0 decoding workers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         rows = run_figures(args.device, Path(work))  # first: each run is a process of its own
+    studies = []
+    if args.study:
+        with tempfile.TemporaryDirectory() as work:
+            studies = study_figures(args.device, Path(work))
     figures = loader_figures(args.device)
     print(json.dumps(figures, indent=1), flush=True)
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
     report = {"device": args.device, "gpu": gpu, "torch": torch.__version__, "cpus": os.cpu_count()}
-    args.out.write_text(json.dumps({**report, "loader": figures, "runs": rows}, indent=1) + "\n")
+    figures = {**report, "loader": figures, "runs": rows}
+    args.out.write_text(json.dumps({**figures, "studies": studies} if studies else figures, indent=1) + "\n")
 
 
 if __name__ == "__main__":
