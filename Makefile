@@ -35,7 +35,7 @@ STUDY_YAML := configs/studies/default.yaml
 PAPER_DIR := $(DEFAULT_STUDY)/paper
 STUDY_RESULTS := $(DEFAULT_STUDY)/report/report.md
 
-.PHONY: install data track slurm ray notebook study study-text study-lora-ablations study-lora-ranks study-text-ranks study-dialogue vtab-demo lint test test-profile test-joins-full check-locks clean-study latex figures tables paper submission
+.PHONY: install data track slurm ray notebook study study-text study-lora-ablations study-lora-ranks study-text-ranks study-dialogue vtab-demo lint test test-full test-profile test-joins-full check-locks clean-study latex figures tables paper submission
 
 install: $(STAMP)
 
@@ -133,15 +133,22 @@ lint: install
 
 test: install data track slurm ray notebook lint
 	@$(SRC_COMPILE)
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+	@PEFTLAB_TEST_TIER=ci $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+# `make test` and the full tier's further cases it leaves out (tests/tiers.py): the same scenarios in other
+# timings, start methods, signals and executors
+test-full: install data track slurm ray notebook lint
+	@$(SRC_COMPILE)
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "make test-full: pytest collected no tests" >&2; fi; exit $$rc
 
 # Where the suite's time goes (docs/testing.md, "The suite's profile"): `make test`'s pytest with a plugin that
 # records each test's wall and CPU seconds and the processes it starts; prints the 50 slowest tests and the 20
 # slowest files, the load and the CPU, and keeps them in runs/test-profile/profile.md
 test-profile: install data track slurm ray notebook
 	@$(SRC_COMPILE)
-	$(BIN)/python scripts/test_profile.py --workers $(TEST_WORKERS) $(PYTEST_ARGS)
+	PEFTLAB_TEST_TIER=ci $(BIN)/python scripts/test_profile.py --workers $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The join matrix's whole product (tests/test_joins.py: every compatible family x data x protocol x cache x method
 # x export; `make test` runs its all-pairs design): docs/testing.md, "The join matrix".

@@ -4,6 +4,7 @@ import signal
 import subprocess
 
 import pytest
+import tiers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One torch thread for every run the suite starts whose config leaves train.threads null, in this process and
@@ -24,15 +25,37 @@ def pytest_configure(config):
     """The suite's profile, when PEFTLAB_TEST_PROFILE names a folder (scripts/test_profile.py, tests/profiling.py)."""
     import profiling
 
+    if os.environ.get(tiers.ENV_TIER) == "ci":
+        try:
+            tiers.chosen_shard(config.rootpath)
+        except ValueError as error:
+            raise pytest.UsageError(str(error)) from None
+
     xdist_controller = not hasattr(config, "workerinput") and config.getoption("numprocesses", None)
     if profiling.FOLDER and not xdist_controller:  # the workers record their own tests
         config.pluginmanager.register(profiling.Profile(profiling.FOLDER), "peftlab-profile")
 
 
+def pytest_report_header(config):
+    if os.environ.get(tiers.ENV_TIER) == "ci":
+        return tiers.header(config.rootpath)
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """The files with the most end-to-end tests first, each file's own order kept: `make test` runs
+    """`make test`'s tier (tests/tiers.py): the full tier's cases outside this commit's shard left out, and every
+    case the full tier names still a test of the suite (checked where the whole suite was collected). Then the
+    files with the most end-to-end tests first, each file's own order kept: `make test` runs
     files side by side in two processes (pytest-xdist, one file to a process), so the long files
     start early and the short ones fill in at the end, instead of one long file running alone last."""
+    if os.environ.get(tiers.ENV_TIER) == "ci":
+        narrowed = config.option.keyword or config.option.markexpr
+        whole = all(os.path.isdir(arg) for arg in config.args) and not narrowed
+        if whole and (stale := sorted(set(tiers.FULL) - {item.nodeid for item in items})):
+            raise pytest.UsageError(f"tests/tiers.py names {len(stale)} case(s) the suite does not have: {stale[0]}")
+        left_out = tiers.left_out(config.rootpath)
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid in left_out])
+        items[:] = [item for item in items if item.nodeid not in left_out]
     e2e = collections.Counter(item.path for item in items if item.get_closest_marker("e2e"))
     items.sort(key=lambda item: -e2e[item.path])  # a stable sort: files of equal count keep their order
 

@@ -1,0 +1,137 @@
+"""The suite's two tiers: `make test` (the README's command, CI's) and `make test-full`.
+
+`make test` runs every test but the further cases of scenarios it already runs once: another timing or start
+method of the same Ctrl-C, another signal of the same stop, a second executor's copy of a search, a variant
+whose code path a kept test walks end to end. Those are ``FULL`` below, each with the kept test that covers its
+path and its wall seconds in the profile of 2026-11-30 (run l: 1,642 s of pytest on an Intel Xeon, 444 s of
+its 3,221 test-seconds are these). So that none of them rots unseen, `make test` runs a quarter of them too:
+the shard ``int(commit[:8], 16) % SHARDS`` of the checked-out commit, each shard about as long as another
+(``PEFTLAB_TEST_SHARD=K`` picks one, ``all`` takes every one). `make test-full` runs them all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+SHARDS = 4
+ENV_TIER = "PEFTLAB_TEST_TIER"  # "ci" (make test): the full tier's shard only; unset or "full": everything
+ENV_SHARD = "PEFTLAB_TEST_SHARD"
+
+EARLY = "tests/study/test_early_interrupt.py::test_ctrl_c_in_the_first_seconds_is_one_line"
+STOPPING = "tests/study/test_runner.py::test_stopping_the_study_leaves_no_worker_and_resumable_runs"
+PREEMPTED = "tests/study/test_slurm_real.py::test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result"
+EXECUTORS = "tests/study/test_executors.py"
+
+# node id: (wall seconds in run l, the test `make test` keeps on the same path)
+FULL: dict[str, tuple[float, str]] = {
+    f"{EARLY}[forkserver-1.5]": (15.0, "[forkserver-0.0]"),
+    f"{EARLY}[worker-0.0]": (11.1, "[worker-0.3]"),
+    f"{EARLY}[spawned-0.0]": (11.1, "[spawned-1.5]"),
+    f"{STOPPING}[ctrl-c-spawn]": (15.0, "[ctrl-c-forkserver]; test_spawn.py's stop_when in a spawned worker"),
+    f"{STOPPING}[sigterm-forkserver]": (13.0, "[ctrl-c-forkserver]; test_train_kills.py's SIGTERM of a run"),
+    f"{PREEMPTED}[10-timed-out]": (16.6, "[60-preempted]: the same requeue, another signal delay"),
+    "tests/study/test_slurm_real.py::test_a_preempted_pretraining_job_is_requeued_and_the_study_goes_on": (
+        19.6,
+        "the preempted run's requeue; test_executors.py's pretraining through submitit",
+    ),
+    "tests/study/test_slurm_real.py::test_a_scancel_the_controller_does_not_answer_is_one_line": (
+        18.7,
+        "test_ctrl_c_of_the_driver_cancels_its_slurm_jobs",
+    ),
+    f"{EXECUTORS}::test_ctrl_c_of_the_driver_stops_its_jobs[ray]": (19.0, "[submitit]; Slurm's Ctrl-C"),
+    f"{EXECUTORS}::test_searches_through_ray_and_submitit_run_side_by_side_with_the_local_trials": (
+        61.0,
+        "the Ray and submitit studies equal to the local one; test_tuning_study.py's searches side by side",
+    ),
+    "tests/study/test_spawn.py::test_a_spawn_worker_killed_mid_run_resumes_to_the_uninterrupted_forkserver_study": (
+        40.2,
+        "test_spawn.py's stop_when; test_runner.py's SIGKILL then rerun",
+    ),
+    "tests/test_bench.py::test_bench_compile_figures_time_compiled_against_eager_steps": (
+        29.7,
+        "test_bench_bare.py's compiled steps; test_train.py's compiled run",
+    ),
+    "tests/study/test_tuning_study.py::test_a_killed_search_resumes_without_training_a_finished_trial_again": (
+        31.9,
+        "test_halving_grid.py's search killed after a rung",
+    ),
+    "tests/test_cli_imports.py::test_timm_imported_by_peftlab_leaves_wandb_out_which_imports_after_it": (
+        21.3,
+        "the tracking tests' wandb sink, imported after timm",
+    ),
+    "tests/test_hostile_cli.py::test_a_closed_pipe_ends_quietly[study]": (20.8, "the other five commands' cases"),
+    "tests/study/test_gpu_workers.py::test_each_worker_of_a_study_gets_one_visible_gpu_and_its_runs_record_it"
+    "[spawn-2]": (17.4, "[forkserver-4]"),
+    "tests/test_quant_load.py::test_building_a_base_from_its_file_peaks_near_what_it_keeps": (
+        43.8,
+        "test_quant_load.py's builds of the same bases, bit for bit (not their peak)",
+    ),
+    "tests/test_preflight.py::test_validate_of_a_legal_large_token_config_never_runs_it_at_full_size[prompts]": (
+        8.4,
+        "[patches]",
+    ),
+    "tests/study/test_outside_causes.py::test_a_worker_killed_by_sigkill_stays_pending_and_the_same_command_"
+    "resumes_it": (
+        12.4,
+        "test_runner.py's SIGKILL then rerun",
+    ),
+    "tests/tuners/test_plugins.py::test_a_spawned_worker_finds_the_plugin_from_its_entry_point": (
+        9.5,
+        "the plugin's tuned study in forked workers",
+    ),
+}
+
+
+def shards() -> list[set[str]]:
+    """``FULL`` in ``SHARDS`` groups of about equal seconds: the longest first, each to the lightest group."""
+    groups: list[tuple[float, set[str]]] = [(0.0, set()) for _ in range(SHARDS)]
+    for nodeid, (seconds, _) in sorted(FULL.items(), key=lambda item: (-item[1][0], item[0])):
+        lightest = min(range(SHARDS), key=lambda k: (groups[k][0], k))
+        total, members = groups[lightest]
+        groups[lightest] = (total + seconds, members | {nodeid})
+    return [members for _, members in groups]
+
+
+def commit(repo: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    head = done.stdout.strip()
+    return head if done.returncode == 0 and len(head) == 40 else None
+
+
+def chosen_shard(repo: Path) -> int | None:
+    """The shard `make test` runs: ``$PEFTLAB_TEST_SHARD`` (a number, or "all": None), else the commit's; shard 0
+    outside a git checkout."""
+    asked = os.environ.get(ENV_SHARD, "").strip()
+    if asked == "all":
+        return None
+    if asked:
+        if not asked.isdigit() or int(asked) >= SHARDS:
+            raise ValueError(f"{ENV_SHARD}={asked!r}: expected a shard 0 to {SHARDS - 1}, or all")
+        return int(asked)
+    head = commit(repo)
+    return int(head[:8], 16) % SHARDS if head else 0
+
+
+def left_out(repo: Path) -> set[str]:
+    """The node ids of the full tier `make test` leaves out: all but its shard's (none where ``all``)."""
+    shard = chosen_shard(repo)
+    if shard is None:
+        return set()
+    return set(FULL) - shards()[shard]
+
+
+def header(repo: Path) -> str:
+    shard = chosen_shard(repo)
+    if shard is None:
+        return f"tier ci: every one of the full tier's {len(FULL)} further cases ({ENV_SHARD}=all)"
+    kept = shards()[shard]
+    seconds = sum(FULL[nodeid][0] for nodeid in kept)
+    return (
+        f"tier ci: the full tier's shard {shard} of {SHARDS} ({len(kept)} of {len(FULL)} further cases, "
+        f"{seconds:.0f} of {sum(s for s, _ in FULL.values()):.0f} s in the profile); make test-full runs all"
+    )
