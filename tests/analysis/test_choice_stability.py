@@ -15,6 +15,9 @@ from peftlab.analysis.stats.choice_stability import SURE_SHARE, win_shares
 from peftlab.analysis.stats.trial_predictions import Unreadable, choice_certainty, read_predictions
 from peftlab.training.run_result import PREDICTION_FIELDS
 
+# reads the report's and paper's text and tables, never a figure's pixels or fonts
+pytestmark = pytest.mark.usefixtures("quick_figures")
+
 ALL, NONE = np.ones(50, bool), np.zeros(50, bool)
 
 

@@ -17,6 +17,9 @@ from peftlab.analysis.report.primary import order_lines, pareto_lines, primary_s
 from peftlab.analysis.report.protocol_card import card, latex_card
 from peftlab.analysis.stats.intervals import pareto_front, pareto_mask
 
+# reads the report's and paper's text and tables, never a figure's pixels or fonts
+pytestmark = pytest.mark.usefixtures("quick_figures")
+
 ONE_EXAMPLE = 1 / 2000  # the default kind's test set: 2,000 images
 
 
