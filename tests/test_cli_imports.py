@@ -207,11 +207,19 @@ def test_validate_of_a_quantized_lora_config_keeps_bitsandbytes(tmp_path):
 @needs_fashion_mnist()
 def test_train_of_an_unquantized_lora_run_imports_no_bitsandbytes(tmp_path):
     """`peftlab train` trains one run and ends, as a study's forked worker: PEFT's LoRA injection leaves bitsandbytes
-    (and the torch._inductor it imports) out; a quantized run's keeps it (validate's test above, the same switch)."""
+    (and the torch._inductor it imports) out; a quantized run's keeps it (validate's test above, the same switch).
+    `peftlab predict` of the run too."""
     config = write_run(tmp_path / "run.yaml", "lora")
     held = command_imports("train", str(config), "--run-dir", str(tmp_path / "run"), "--quiet")
     assert "peft" in held and "bitsandbytes" not in held, held
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "completed"
+    import numpy as np
+    from PIL import Image
+
+    image = tmp_path / "image.png"  # `peftlab predict` of that run loads it as train does, bitsandbytes left out
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(image)
+    held = command_imports("predict", str(tmp_path / "run"), str(image))
+    assert "peft" in held and "bitsandbytes" not in held, held
 
 
 def test_a_study_dry_run_imports_no_peft():

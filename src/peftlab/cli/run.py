@@ -161,7 +161,10 @@ def cmd_predict(args) -> int:
 
     from peftlab.training.evaluate import predictions  # peftlab.predict's: images made as the run made its tests
     from peftlab.utils.files import shown_path
+    from peftlab.utils.libraries import without_bitsandbytes
 
+    if unquantized_run(Path(args.run_dir)):  # as `peftlab train` of such a run: PEFT's layers leave bitsandbytes out
+        without_bitsandbytes()
     _, batches = predictions(args.run_dir, args.images, args.top_k, progress=True)
     first = True
     for batch in batches:  # each batch printed as it comes, above the bar: a folder of any size streams
@@ -182,6 +185,17 @@ def cmd_predict(args) -> int:
     if args.json:
         print("\n]")
     return 0
+
+
+def unquantized_run(run_dir: Path) -> bool:
+    """The run's config.yaml asks for no quantized base; False where it cannot be read (``predictions`` says why)."""
+    from peftlab.config.schema import load_config
+    from peftlab.utils.errors import UserError
+
+    try:
+        return load_config(run_dir / "config.yaml", base_dir=Path.cwd()).quant.mode == "none"
+    except (UserError, OSError):
+        return False
 
 
 def add_params(sub) -> None:
