@@ -131,17 +131,19 @@ lint: install
 	$(BIN)/ruff check --quiet .
 	$(BIN)/ruff format --check --quiet .
 
+# the suite's pytest, as `make test` and `make test-full` run it (pytest exits 5 when it collected no test)
+PYTEST_SUITE = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "make $@: pytest collected no tests" >&2; fi; exit $$rc
+
 test: install data track slurm ray notebook lint
 	@$(SRC_COMPILE)
-	@PEFTLAB_TEST_TIER=ci $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
-	rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+	@PEFTLAB_TEST_TIER=ci $(PYTEST_SUITE)
 
 # `make test` and the full tier's further cases it leaves out (tests/tiers.py): the same scenarios in other
 # timings, start methods, signals and executors
 test-full: install data track slurm ray notebook lint
 	@$(SRC_COMPILE)
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
-	rc=$$?; if [ $$rc -eq 5 ]; then echo "make test-full: pytest collected no tests" >&2; fi; exit $$rc
+	@PEFTLAB_TEST_TIER=full $(PYTEST_SUITE)
 
 # Where the suite's time goes (docs/testing.md, "The suite's profile"): `make test`'s pytest with a plugin that
 # records each test's wall and CPU seconds and the processes it starts; prints the 50 slowest tests and the 20

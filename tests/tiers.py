@@ -11,6 +11,7 @@ the shard ``int(commit[:8], 16) % SHARDS`` of the checked-out commit, each shard
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from pathlib import Path
@@ -94,6 +95,7 @@ def shards() -> list[set[str]]:
     return [members for _, members in groups]
 
 
+@functools.cache  # asked by the header and by each worker's collection: one git call a process
 def commit(repo: Path) -> str | None:
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=30)
