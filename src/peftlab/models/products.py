@@ -16,6 +16,9 @@ separate ``+ b`` adds it (the same bits). A TorchFunctionMode, PyTorch's own way
 libraries' calls without patching them; a mode is off while autograd runs a backward, so peftlab's own autograd
 functions take their backward products through ``mm`` and ``addmm_`` here. Batched products (attention, the
 stacked LoRA factors) stay in MKL's COMPATIBLE branch, as do products of other dtypes, devices and under autocast.
+bitsandbytes' int8 x int8 product (an int8 base in evaluation), which its CPU kernels compute as an fp32 ``matmul`` of
+the integers inside their own ops where no mode reaches, goes through oneDNN too where that is exact (``exact_int8``):
+the same int32 result at about half the time.
 
 A pinned run trains inside ``onednn_products`` (``pinned_run_products``) and records ``provenance.arithmetic.products``
 ("oneDNN AVX2"); a record without it computed with MKL's products. ``PEFTLAB_PIN_PRODUCTS=mkl`` in a pinned run's
@@ -76,6 +79,70 @@ def _write(result, out):
     return out.copy_(result)
 
 
+EXACT_INT8_DEPTH = 1024  # K: each partial sum of int8 products is an integer of at most 1024 * 128 * 128 = 2**24
+
+
+def exact_int8(a, b) -> bool:
+    """Whether ``a @ b^T`` of int8 CPU tensors a (..., K) and b (N, K) is exact in fp32, whatever the order of its
+    sums: every product and partial sum is then an integer of magnitude at most 2**24, which fp32 holds exactly. So
+    MKL's COMPATIBLE branch (bitsandbytes' own route) and oneDNN give the same int32 result, bit for bit."""
+    return (
+        all(isinstance(t, torch.Tensor) and t.dtype == torch.int8 and t.device.type == "cpu" for t in (a, b))
+        and b.dim() == 2
+        and a.dim() >= 1
+        and a.shape[-1] == b.shape[1] <= EXACT_INT8_DEPTH
+    )
+
+
+def int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """bitsandbytes' ``int8_linear_matmul`` (a (..., K) int8, b (N, K) int8 -> int32) as oneDNN computes it in fp32:
+    about half the time of MKL's COMPATIBLE branch at an int8 ViT's shapes (``exact_int8`` says why it is the same)."""
+    flat = a.reshape(-1, a.shape[-1]).float()
+    return _product(flat, b.float()).to(torch.int32).view(*a.shape[:-1], b.shape[0])
+
+
+def int8_scaled_mm(a, b, row_stats, col_stats, bias=None, dtype=None) -> torch.Tensor:
+    """``bitsandbytes::int8_scaled_mm`` as bitsandbytes' CPU kernel computes it (its int8 product, then its own
+    ``int8_mm_dequant``), the product through ``int8_product``. The op runs its product inside its own kernel, where
+    no mode reaches, so the mode takes the op whole."""
+    dequantize = torch.ops.bitsandbytes.int8_mm_dequant.default
+    return dequantize(int8_product(a, b), row_stats, col_stats, dtype=dtype or torch.float16, bias=bias)
+
+
+def int8_mixed_scaled_mm(a, ca, cb, sca, scb, outlier_cols=None, bias=None):
+    """``bitsandbytes::int8_mixed_scaled_mm`` (an int8 layer with an outlier threshold in evaluation) as bitsandbytes'
+    CPU kernel computes it: the int8 part through ``int8_scaled_mm``, the outlier columns added in fp32 by the same
+    ``addmm`` (MKL's, as in bitsandbytes: a mode is off inside its own handler)."""
+    output = int8_scaled_mm(ca, cb, sca, scb, bias=bias, dtype=a.dtype)
+    if outlier_cols is None or not outlier_cols.numel():
+        return output, torch.empty(0, device=a.device, dtype=a.dtype)
+    sub_a = a[:, outlier_cols].contiguous()
+    sub_b = torch.ops.bitsandbytes.int8_vectorwise_dequant.default(cb[:, outlier_cols].contiguous(), scb)
+    return output.addmm(sub_a, sub_b.to(a.dtype).t()), sub_a
+
+
+INT8_OPS = {  # bitsandbytes' ops whose CPU kernels compute an int8 product: the arguments whose product it is
+    "bitsandbytes::int8_linear_matmul": (int8_product, 0, 1),
+    "bitsandbytes::int8_scaled_mm": (int8_scaled_mm, 0, 1),
+    "bitsandbytes::int8_mixed_scaled_mm": (int8_mixed_scaled_mm, 1, 2),
+}
+
+
+def _int8_op(func, args, kwargs) -> object | None:
+    """The handler of a bitsandbytes int8 op (its default overload, or the packet bitsandbytes calls) whose product
+    ``exact_int8`` finds exact, else None."""
+    if isinstance(func, torch._ops.OpOverload) and func._overloadname == "default":
+        name = func.name()
+    elif isinstance(func, torch._ops.OpOverloadPacket) and "out" not in kwargs:
+        name = func._qualified_op_name
+    else:
+        return None
+    handler, first, second = INT8_OPS.get(name, (None, 0, 1))
+    if handler is None or len(args) <= second or not exact_int8(args[first], args[second]):
+        return None
+    return handler
+
+
 MATMULS = {torch.mm, torch.matmul, torch.Tensor.mm, torch.Tensor.matmul, torch.Tensor.__matmul__}
 
 
@@ -104,6 +171,8 @@ class OneDNNProducts(TorchFunctionMode):
             tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (target, a, b))
             if _fp32_cpu(target, a, b) and a.dim() == b.dim() == 2 and not tracked:  # a backward's accumulation
                 return addmm_(target, a, b)
+        elif (int8 := _int8_op(func, args, kwargs)) is not None:
+            return int8(*args, **kwargs)
         return func(*args, **kwargs)
 
 
