@@ -360,6 +360,7 @@ def test_qlora_run_reports_both_accuracies_and_exports_both_ways(tmp_path, quant
     assert result["merge"]["ok"] and result["merge"]["max_abs_diff"] <= result["merge"]["tolerance"]
     assert result["merge"]["requantized_max_abs_diff"] > result["merge"]["max_abs_diff"]  # re-quantization error
     assert 0.0 <= result["metrics"]["merged_test_top1"] <= 1.0
+    assert 0 < result["timing"]["test_seconds"] < result["timing"]["wall_seconds"]  # the test and the merged test
     memory = result["memory"]
     assert 0 < memory["base_weights_bytes"] < 0.5 * memory["base_weights_fp32_bytes"]
     assert memory["trainable_state_bytes"] >= 4 * 4 * result["params"]["trainable"]  # weights, grads, 2 Adam moments

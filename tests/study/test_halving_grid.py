@@ -224,6 +224,7 @@ def test_a_study_with_rungs_counts_and_times_each_trial_once_within_its_dry_runs
     assert [(k["epoch"], k["step"]) for k in pruned] == [(1, 6), (1, 6)]  # stopped at the rung's end exactly
     spent = sum(r["train_seconds"] + r["val_seconds"] for r in results + pruned)
     assert phase["train_eval_seconds"] == pytest.approx(spent, abs=0.01)  # rounded to the millisecond
+    assert phase["test_seconds"] == 0.0  # a trial is never tested, a pruned one neither
     assert phase["run_seconds"] > sum(r["wall_seconds"] for r in results + pruned)  # the survivors' first processes
     trained = sum(len(t["reported"]) if t["state"] == "PRUNED" else 2 for t in trials)  # reported: its rungs
     assert [t["state"] for t in trials].count("PRUNED") == 2 and trained == 6

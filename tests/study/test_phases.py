@@ -22,7 +22,8 @@ def test_a_phase_counts_the_runs_that_report_their_time_and_is_recorded_however_
         ]:
             phase.count(result)
     with pytest.raises(KeyboardInterrupt), timed_phase(tmp_path, "final runs", 2, "local") as phase:
-        phase.count({"status": "completed", "timing": {"wall_seconds": 4.0, "train_seconds": 3.0, "val_seconds": 0.5}})
+        timing = {"wall_seconds": 4.0, "train_seconds": 3.0, "val_seconds": 0.5, "test_seconds": 0.25}
+        phase.count({"status": "completed", "timing": timing})
         raise KeyboardInterrupt
     with open(tmp_path / "phases.jsonl", "a") as f:
         f.write('{"phase": "pretr')  # a kill while a line was written
@@ -31,6 +32,7 @@ def test_a_phase_counts_the_runs_that_report_their_time_and_is_recorded_however_
     assert (trials["train_eval_seconds"], trials["run_seconds"]) == (2.5, 3.5)
     assert trials["complete"] and trials["wall_seconds"] >= 0 and trials["started"].endswith("+00:00")
     assert (final["phase"], final["runs"], final["run_seconds"], final["complete"]) == ("final runs", 1, 4.0, False)
+    assert final["test_seconds"] == 0.25 and "test_seconds" not in trials  # its results did not say (earlier ones)
     assert read_phases(tmp_path / "none") is None
 
 
@@ -45,7 +47,8 @@ def test_a_run_its_search_stopped_brings_the_time_its_checkpoint_kept_and_its_wo
     kept = {"train_seconds": 1.25, "val_seconds": 0.5, "wall_seconds": 2.0, "trainable": {}}
     torch.save(kept, tmp_path / "checkpoint" / "last.pt")
     stopped = worker_outcome(None, tmp_path, 130, stopped=True, wall=2.5)
-    assert stopped == {"status": "stopped", "timing": {"train_seconds": 1.25, "val_seconds": 0.5, "wall_seconds": 2.5}}
+    spent = {"train_seconds": 1.25, "val_seconds": 0.5, "test_seconds": 0.0, "wall_seconds": 2.5}  # never tested
+    assert stopped == {"status": "stopped", "timing": spent}
     at_rung = worker_outcome(None, tmp_path, AT_LAST_EPOCH, stopped=False, wall=2.5, earlier=3.0)
     assert at_rung == {**stopped, EARLIER_WALL: 3.0}
     assert earlier_wall(tmp_path) == 2.0 and earlier_wall(tmp_path / "fresh") == 0.0
@@ -57,3 +60,4 @@ def test_a_run_its_search_stopped_brings_the_time_its_checkpoint_kept_and_its_wo
         phase.count(at_rung)
         phase.count(stopped_outcome(tmp_path))
     assert [(p["runs"], p["train_eval_seconds"], p["run_seconds"]) for p in read_phases(tmp_path)] == [(3, 5.25, 10.0)]
+    assert read_phases(tmp_path)[0]["test_seconds"] == 0.0

@@ -23,8 +23,6 @@ stop threw away, left out). One whose run ended with a result before its search 
 report (``analysis.report.phases``) sums the calls: a phase's wall time against those times divided by its workers.
 """
 
-from __future__ import annotations
-
 import contextlib
 import json
 import os
@@ -34,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from peftlab.utils.files import read_lines
 from peftlab.utils.typed_json import checked
@@ -58,6 +56,9 @@ class PhaseRecord(TypedDict):
     runs: int  # runs that ended in it and say how long they ran (a cached base: 0)
     train_eval_seconds: float  # their summed timing.train_seconds + timing.val_seconds
     run_seconds: float  # their summed timing.wall_seconds, with their earlier processes' (EARLIER_WALL)
+    # their summed timing.test_seconds (the test passes, inside run_seconds); absent where a run's result does not
+    # say it (one of an earlier version) and in a line of an earlier version
+    test_seconds: NotRequired[float]
     complete: bool  # false: the call stopped in it (Ctrl-C, an error)
 
 
@@ -68,6 +69,7 @@ class Phase:
     runs: int = 0
     train_eval_seconds: float = 0.0
     run_seconds: float = 0.0
+    test_seconds: float | None = 0.0  # None once a run's result does not say (one of an earlier version)
 
     def count(self, result: dict) -> None:
         """Add a run that ended (its result.json, or the result on_done got: ``EARLIER_WALL`` too) if it says how
@@ -80,6 +82,9 @@ class Phase:
             self.runs += 1
             self.run_seconds += float(seconds[0] + earlier)
             self.train_eval_seconds += float(seconds[1] + seconds[2])
+            tested = timing.get("test_seconds")
+            known = self.test_seconds is not None and isinstance(tested, (int, float)) and not isinstance(tested, bool)
+            self.test_seconds = self.test_seconds + float(tested) if known else None
 
 
 @contextlib.contextmanager
@@ -102,6 +107,8 @@ def timed_phase(study_dir: Path, name: str, workers: int, executor: str) -> Iter
             "run_seconds": round(phase.run_seconds, 3),
             "complete": complete,
         }
+        if phase.test_seconds is not None:
+            record["test_seconds"] = round(phase.test_seconds, 3)
         with contextlib.suppress(OSError):  # a full disk: the study's own outcome matters, not this line
             fd = os.open(study_dir / PHASES_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
             with open(fd, "a") as f:  # never through a link: a received study's phases.jsonl could be one

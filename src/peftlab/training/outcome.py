@@ -224,7 +224,12 @@ def result_record(
             estimate=built.memory_estimate,
         ),  # peftlab.training.preflight, before the first step
         timing=timing(
-            pos, test, state.started, state.earlier_wall_seconds, text=getattr(data.spec, "img_size", None) is None
+            pos,
+            test,
+            test["seconds"] + (merged_test["seconds"] if merged_test else 0.0),
+            state.started,
+            state.earlier_wall_seconds,
+            text=getattr(data.spec, "img_size", None) is None,
         ),
         warnings=tuner.warnings()
         + merge_warnings(evaluations["merge"])
@@ -271,9 +276,10 @@ def metrics_record(val: dict, test: dict, merged_test: dict | None, best_val: fl
     )
 
 
-def timing(pos: Position, test: dict, started: float, earlier: float | None, text: bool) -> Timing:
+def timing(pos: Position, test: dict, test_seconds: float, started: float, earlier: float | None, text: bool) -> Timing:
     """The run's seconds and throughput: a text run's in tokens (padding left out), an image run's in images;
-    ``earlier``: the wall seconds of its processes before this one (None: it resumed from no checkpoint)."""
+    ``test_seconds``: its test passes' (the merged model's too); ``earlier``: the wall seconds of its processes
+    before this one (None: it resumed from no checkpoint)."""
     train = pos.tokens_seen if text else pos.images_seen
     per_second = train / pos.train_seconds if pos.train_seconds else None
     return Timing(
@@ -283,6 +289,7 @@ def timing(pos: Position, test: dict, started: float, earlier: float | None, tex
         train_tokens_per_second=per_second if text else None,
         eval_tokens_per_second=test["tokens_per_second"],
         val_seconds=pos.val_seconds,
+        test_seconds=test_seconds,
         wall_seconds=time.perf_counter() - started,
         earlier_wall_seconds=round(earlier or 0.0, 3),
     )

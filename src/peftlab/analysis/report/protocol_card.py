@@ -276,7 +276,8 @@ def phase_lines(study_dir: Path) -> list[str]:
     lines = [
         f"- phases, as {calls(records)} of `peftlab study` measured them ({PHASES_FILE}): wall time; the runs that "
         "ended in the phase, their summed training and validation time (result.json's timing.train_seconds + "
-        "val_seconds) and whole-run time (timing.wall_seconds); the workers; wall time / (each time / workers)"
+        "val_seconds), test passes' time where they were tested (timing.test_seconds, the merged model's too) and "
+        "whole-run time (timing.wall_seconds); the workers; wall time / (each time / workers)"
     ]
     for name in PHASES:
         ran = [r for r in records if r["phase"] == name]
@@ -301,7 +302,11 @@ def phase_summary(records: list[PhaseRecord]) -> str:
         cached = all(r["phase"] == "pretrain" for r in records)
         return f"{parts[0]}; no run ended in it" + (" (its base was already trained)" if cached else "")
     totals = [minutes(sum(r[key] for r in records)) for key in SUMS]
-    parts.append(f"{runs} run{'s' if runs != 1 else ''}, {totals[0]} training and validation, {totals[1]} whole")
+    tested = [r.get("test_seconds") for r in records if r["runs"]]  # absent in lines of an earlier version
+    testing = f", {minutes(sum(tested))} testing" if None not in tested and sum(tested) > 0 else ""
+    parts.append(
+        f"{runs} run{'s' if runs != 1 else ''}, {totals[0]} training and validation{testing}, {totals[1]} whole"
+    )
     workers = sorted({r["workers"] for r in records if r["runs"]})
     parts.append(f"{' and '.join(map(str, workers))} worker{'s' if workers != [1] else ''}")
     remote = sorted({r["executor"] for r in records if r["executor"] != "local" and r["runs"]})

@@ -374,9 +374,9 @@ def stopped_outcome(run_dir: Path, wall: float | None = None, earlier: float = 0
         return {"status": "stopped"}
     train, val, kept = spent
     if wall is None:
-        timing = {"train_seconds": train, "val_seconds": val}
+        timing = {"train_seconds": train, "val_seconds": val, "test_seconds": 0.0}  # stopped: never tested
         return {"status": "stopped", "timing": timing if kept is None else {**timing, "wall_seconds": kept}}
-    timing = {"train_seconds": train, "val_seconds": val, "wall_seconds": round(wall, 3)}
+    timing = {"train_seconds": train, "val_seconds": val, "test_seconds": 0.0, "wall_seconds": round(wall, 3)}
     return {"status": "stopped", "timing": timing, **({EARLIER_WALL: earlier} if earlier else {})}
 
 
