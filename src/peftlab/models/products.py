@@ -128,6 +128,9 @@ INT8_OPS = {  # bitsandbytes' ops whose CPU kernels compute an int8 product: the
 }
 
 
+OP_TYPES = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)  # what the mode sees of a torch.ops call
+
+
 def _int8_op(func, args, kwargs) -> object | None:
     """The handler of a bitsandbytes int8 op (its default overload, or the packet bitsandbytes calls) whose product
     ``exact_int8`` finds exact, else None."""
@@ -171,7 +174,7 @@ class OneDNNProducts(TorchFunctionMode):
             tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (target, a, b))
             if _fp32_cpu(target, a, b) and a.dim() == b.dim() == 2 and not tracked:  # a backward's accumulation
                 return addmm_(target, a, b)
-        elif (int8 := _int8_op(func, args, kwargs)) is not None:
+        elif type(func) in OP_TYPES and (int8 := _int8_op(func, args, kwargs)) is not None:
             return int8(*args, **kwargs)
         return func(*args, **kwargs)
 

@@ -78,13 +78,18 @@ class Phase:
         timing = result.get("timing") or {}
         seconds = [timing.get(key) for key in ("wall_seconds", "train_seconds", "val_seconds")]
         earlier = timing.get("earlier_wall_seconds", result.get(EARLIER_WALL, 0.0))
-        if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in [*seconds, earlier]):
+        if all(map(is_seconds, [*seconds, earlier])):
             self.runs += 1
             self.run_seconds += float(seconds[0] + earlier)
             self.train_eval_seconds += float(seconds[1] + seconds[2])
             tested = timing.get("test_seconds")
-            known = self.test_seconds is not None and isinstance(tested, (int, float)) and not isinstance(tested, bool)
+            known = self.test_seconds is not None and is_seconds(tested)
             self.test_seconds = self.test_seconds + float(tested) if known else None
+
+
+def is_seconds(value) -> bool:
+    """Whether a result's time field is a number (JSON's: not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @contextlib.contextmanager
