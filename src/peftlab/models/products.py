@@ -18,7 +18,9 @@ functions take their backward products through ``mm`` and ``addmm_`` here. Batch
 stacked LoRA factors) stay in MKL's COMPATIBLE branch, as do products of other dtypes, devices and under autocast.
 bitsandbytes' int8 x int8 product (an int8 base in evaluation), which its CPU kernels compute as an fp32 ``matmul`` of
 the integers inside their own ops where no mode reaches, goes through oneDNN too where that is exact (``exact_int8``):
-the same int32 result at about half the time.
+the same int32 result at about half the time. The mode also takes that layer's input quantization and the product's
+dequantization (``int8_vectorwise_quant``, ``int8_mm_dequant``): bitsandbytes' arithmetic in fewer passes over
+memory, the same bits, 0.74 of an int8 evaluation pass's CPU time with the product's change (benchmarks/README.md).
 
 A pinned run trains inside ``onednn_products`` (``pinned_run_products``) and records ``provenance.arithmetic.products``
 ("oneDNN AVX2"); a record without it computed with MKL's products. ``PEFTLAB_PIN_PRODUCTS=mkl`` in a pinned run's
@@ -94,19 +96,75 @@ def exact_int8(a, b) -> bool:
     )
 
 
+def int8_sums(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b^T`` of int8 a (..., K) and b (N, K) as (M, N) fp32 through oneDNN: integers that fp32 holds exactly
+    (``exact_int8``), so the same values as bitsandbytes' int32 product, at about half the time of MKL's COMPATIBLE
+    branch at an int8 ViT's shapes."""
+    return _product(a.reshape(-1, a.shape[-1]).float(), b.float())
+
+
 def int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """bitsandbytes' ``int8_linear_matmul`` (a (..., K) int8, b (N, K) int8 -> int32) as oneDNN computes it in fp32:
-    about half the time of MKL's COMPATIBLE branch at an int8 ViT's shapes (``exact_int8`` says why it is the same)."""
-    flat = a.reshape(-1, a.shape[-1]).float()
-    return _product(flat, b.float()).to(torch.int32).view(*a.shape[:-1], b.shape[0])
+    """bitsandbytes' ``int8_linear_matmul`` (a (..., K) int8, b (N, K) int8 -> int32) through ``int8_sums``."""
+    return int8_sums(a, b).to(torch.int32).view(*a.shape[:-1], b.shape[0])
+
+
+def _dequantized(values, row_stats, col_stats, dtype, bias) -> torch.Tensor:
+    """bitsandbytes' CPU dequantization of an int8 product's (M, N) values in fp32, in place, with the kernel's
+    operations in its order, each rounding as there: ``values * (row_stats * col_stats) * 6.200124e-05 (+ bias)``."""
+    values.mul_(row_stats.reshape(-1).unsqueeze(-1) * col_stats.reshape(-1).unsqueeze(0)).mul_(6.200124e-05)
+    if bias is not None:
+        values += bias
+    return values.to(dtype or torch.float16)
+
+
+def int8_mm_dequant(product, row_stats, col_stats, dtype=None, bias=None) -> torch.Tensor:
+    """``bitsandbytes::int8_mm_dequant`` of an int32 product: the same bits as bitsandbytes' kernel in about half its
+    time at an evaluation batch's shapes (tests/test_int8_products.py)."""
+    return _dequantized(product.view(-1, product.shape[-1]).float(), row_stats, col_stats, dtype, bias)
 
 
 def int8_scaled_mm(a, b, row_stats, col_stats, bias=None, dtype=None) -> torch.Tensor:
-    """``bitsandbytes::int8_scaled_mm`` as bitsandbytes' CPU kernel computes it (its int8 product, then its own
-    ``int8_mm_dequant``), the product through ``int8_product``. The op runs its product inside its own kernel, where
-    no mode reaches, so the mode takes the op whole."""
-    dequantize = torch.ops.bitsandbytes.int8_mm_dequant.default
-    return dequantize(int8_product(a, b), row_stats, col_stats, dtype=dtype or torch.float16, bias=bias)
+    """``bitsandbytes::int8_scaled_mm`` as bitsandbytes' CPU kernel computes it (its int8 product, then its
+    ``int8_mm_dequant``), the product through ``int8_sums`` and dequantized from its fp32 values: converting them to
+    int32 and back, as the kernel does, is exact. The op runs its product inside its own kernel, where no mode
+    reaches, so the mode takes the op whole."""
+    return _dequantized(int8_sums(a, b), row_stats, col_stats, dtype, bias)
+
+
+def fast_quant(a, threshold) -> bool:
+    """Whether ``int8_vectorwise_quant`` computes bitsandbytes' result for ``a`` and ``threshold``: a 2-D fp16 or
+    fp32 CPU tensor of more than one row (bitsandbytes' kernel zeroes the outlier columns only then), a threshold
+    its dtype holds exactly (the kernel compares in that dtype)."""
+    return (
+        isinstance(a, torch.Tensor)
+        and a.device.type == "cpu"
+        and a.dtype in (torch.float16, torch.float32)
+        and a.dim() == 2
+        and a.shape[0] > 1
+        and isinstance(threshold, (int, float))
+        and float(torch.tensor(float(threshold), dtype=a.dtype)) == threshold
+    )
+
+
+def int8_vectorwise_quant(a, threshold=0.0):
+    """``bitsandbytes::int8_vectorwise_quant`` (an int8 layer's input in evaluation, rows to int8 by their absmax,
+    the columns holding an outlier zeroed) with the same result in fewer passes: in fp32, which holds every fp16
+    value exactly, the absolute values taken once, and ``a`` left as it is rather than zeroed and restored. An
+    outlier lies in an outlier column, which the kernel zeroes after rounding, so only the rows' absmax needs its
+    outliers zeroed. Where ``fast_quant`` is False the mode leaves the op to bitsandbytes."""
+    values = a.to(torch.float32, copy=True)
+    magnitude = values.abs()
+    outlier_cols = None
+    if threshold > 0.0:
+        outliers = magnitude >= threshold
+        outlier_cols = torch.argwhere(outliers.view(torch.uint8).amax(dim=0)).view(-1)  # any(0), 20 times faster
+        if outlier_cols.numel():
+            magnitude.masked_fill_(outliers, 0.0)
+    row_stats = magnitude.amax(dim=1)
+    out_row = values.mul_(127.0 / row_stats.unsqueeze(-1)).round_().to(torch.int8)
+    if outlier_cols is not None and outlier_cols.numel():
+        out_row.index_fill_(1, outlier_cols, 0)
+    return out_row, row_stats, outlier_cols
 
 
 def int8_mixed_scaled_mm(a, ca, cb, sca, scb, outlier_cols=None, bias=None):
@@ -131,15 +189,21 @@ INT8_OPS = {  # bitsandbytes' ops whose CPU kernels compute an int8 product: the
 OP_TYPES = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)  # what the mode sees of a torch.ops call
 
 
+QUANT_OP = "bitsandbytes::int8_vectorwise_quant"
+
+
 def _int8_op(func, args, kwargs) -> object | None:
     """The handler of a bitsandbytes int8 op (its default overload, or the packet bitsandbytes calls) whose product
-    ``exact_int8`` finds exact, else None."""
+    ``exact_int8`` finds exact, or of its input's quantization where ``fast_quant`` holds, else None."""
     if isinstance(func, torch._ops.OpOverload) and func._overloadname == "default":
         name = func.name()
     elif isinstance(func, torch._ops.OpOverloadPacket) and "out" not in kwargs:
         name = func._qualified_op_name
     else:
         return None
+    if name == QUANT_OP:
+        threshold = args[1] if len(args) > 1 else kwargs.get("threshold", 0.0)
+        return int8_vectorwise_quant if args and fast_quant(args[0], threshold) else None
     handler, first, second = INT8_OPS.get(name, (None, 0, 1))
     if handler is None or len(args) <= second or not exact_int8(args[first], args[second]):
         return None
