@@ -106,16 +106,24 @@ def test_perplexity_is_the_exponential_of_transformers_own_loss_per_response_tok
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_lora_run_on_a_causal_lm_trains_the_adapters_alone_and_exports_for_peft(
-    lm_dirs, instructions, family, tmp_path
+    lm_dirs, instructions, family, tmp_path, monkeypatch
 ):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from peftlab.training import outcome
     from peftlab.training.export import load_trained
 
+    passes = {}  # the seconds of each pass after training, by its name
+    inner = outcome.evaluate
+    monkeypatch.setattr(outcome, "evaluate", lambda *a, **k: passes.setdefault(a[5], inner(*a, **k)))
     run_dir = tmp_path / "run"
     result = train(lm_config(lm_dirs[family], instructions, max_steps=12), run_dir, progress=False)
     assert result["status"] == "completed", result["error"]
+    # the test passes' time: the test split's, the merged model's and the base's alone
+    assert set(passes) >= {"test", "merged test", "base test"}
+    tested = sum(passes[name]["seconds"] for name in ("test", "merged test", "base test"))
+    assert result["timing"]["test_seconds"] == pytest.approx(tested) and passes["base test"]["seconds"] > 0
     metrics = result["metrics"]
     assert 1.0 < metrics["test_perplexity"] < 64 * 4 and 1.0 < metrics["val_perplexity"]
     # the base row (issue 89): the base alone on the test tokens, recomputed with transformers' own loss

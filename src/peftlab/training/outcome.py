@@ -128,10 +128,10 @@ def in_study(state: RunState) -> bool:
     return bool((state.execution or {}).get("executor"))
 
 
-def base_perplexity(s: Setting, data: Data) -> float | None:
+def base_perplexity(s: Setting, data: Data) -> dict:
     """A causal LM's test perplexity of its base alone (model.path's float weights, no adapter, no step), on the
     run's own test tokens: the report's base row, beside which each configuration's gain is read. One more pass
-    over the test split."""
+    over the test split (its numbers: ``perplexity`` and ``seconds``, counted in the run's test passes)."""
     from peftlab.models.backbones import build_backbone
 
     base = build_backbone(s.cfg.model, data.num_classes).to(s.device)
@@ -139,7 +139,7 @@ def base_perplexity(s: Setting, data: Data) -> float | None:
     try:
         return evaluate(
             base, data.splits.test, tc.eval_batch_size, s.device, tc.precision, "base test", s.cfg.data.num_workers
-        )["perplexity"]
+        )
     finally:
         del base
 
@@ -200,8 +200,9 @@ def result_record(
     tuner, val, test, merged_test = built.tuner, evaluations["val"], evaluations["test"], evaluations["merged_test"]
     final = tuner.parameter_counts()
     scores = metrics_record(val, test, merged_test, pos.best_val)
-    if evaluations.get("base") is not None:  # a causal LM's base alone on the test tokens
-        scores["base_test_perplexity"] = evaluations["base"]
+    base = evaluations.get("base")
+    if base is not None:  # a causal LM's base alone on the test tokens
+        scores["base_test_perplexity"] = base["perplexity"]
     return RunResult(
         status="completed",
         error=None,
@@ -226,7 +227,7 @@ def result_record(
         timing=timing(
             pos,
             test,
-            test["seconds"] + (merged_test["seconds"] if merged_test else 0.0),
+            sum(passed["seconds"] for passed in (test, merged_test, base) if passed),
             state.started,
             state.earlier_wall_seconds,
             text=getattr(data.spec, "img_size", None) is None,
@@ -278,8 +279,8 @@ def metrics_record(val: dict, test: dict, merged_test: dict | None, best_val: fl
 
 def timing(pos: Position, test: dict, test_seconds: float, started: float, earlier: float | None, text: bool) -> Timing:
     """The run's seconds and throughput: a text run's in tokens (padding left out), an image run's in images;
-    ``test_seconds``: its test passes' (the merged model's too); ``earlier``: the wall seconds of its processes
-    before this one (None: it resumed from no checkpoint)."""
+    ``test_seconds``: its test passes' (the merged model's and a causal LM's base alone too); ``earlier``: the wall
+    seconds of its processes before this one (None: it resumed from no checkpoint)."""
     train = pos.tokens_seen if text else pos.images_seen
     per_second = train / pos.train_seconds if pos.train_seconds else None
     return Timing(

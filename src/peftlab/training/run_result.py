@@ -113,8 +113,9 @@ class Timing(TypedDict):
     # a text run's test evaluation tokens per second, padding left out; null for a tuning trial and an image run
     eval_tokens_per_second: NotRequired[float | None]
     val_seconds: float  # time in validation passes
-    # time in the test passes: the test split's and, where the method merges, the merged model's (0 for a tuning
-    # trial, which is never tested); absent in a result.json of an earlier version
+    # time in the test passes: the test split's, where the method merges the merged model's, and a causal LM's base
+    # alone (metrics.base_test_perplexity); 0 for a tuning trial, which is never tested; absent in a result.json of
+    # an earlier version
     test_seconds: NotRequired[float]
     wall_seconds: float  # the whole run in this process, data loading and testing included
     # the run's processes before this one, each up to its last checkpoint (the wall_seconds of the checkpoint this one

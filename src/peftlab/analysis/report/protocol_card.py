@@ -276,8 +276,9 @@ def phase_lines(study_dir: Path) -> list[str]:
     lines = [
         f"- phases, as {calls(records)} of `peftlab study` measured them ({PHASES_FILE}): wall time; the runs that "
         "ended in the phase, their summed training and validation time (result.json's timing.train_seconds + "
-        "val_seconds), test passes' time where they were tested (timing.test_seconds, the merged model's too) and "
-        "whole-run time (timing.wall_seconds); the workers; wall time / (each time / workers)"
+        "val_seconds), test passes' time where they were tested (timing.test_seconds, the merged model's and a "
+        "causal LM's base alone too) and whole-run time (timing.wall_seconds); the workers; wall time / (each time "
+        "/ workers)"
     ]
     for name in PHASES:
         ran = [r for r in records if r["phase"] == name]
