@@ -12,7 +12,10 @@
 # step, the default study's model, batch 128). The pins: onednn (the pin since 2026-11-29, every Linear's products
 # through oneDNN at AVX2: peftlab.models.products) and compatible (the pin before it, MKL's COMPATIBLE branch, which
 # archives of its runs rerun with), and on a CPU with AVX-512 onednn-avx512 (the pin's products at AVX512_CORE: a
-# candidate for AVX-512 CPUs alone, its cost the bench's AVX512_CORE line). Copy OUT_DIR's records into
+# candidate for AVX-512 CPUs alone, its cost the bench's AVX512_CORE line), and onednn-quantized (the pin with a
+# quantized base's backward products through oneDNN too: bitsandbytes' int8 layers, peftlab's 4-bit ones; a
+# candidate for every x86 CPU, its cost quantized-step.json: benchmarks/quantized_backward_step.py, the QLoRA steps
+# under the pin and under it in one process). Copy OUT_DIR's records into
 # benchmarks/step_probe/ under the CPU's name;
 # "every entry equal" on every line of a pin means this CPU computes its bits. The whole default study under
 # the former pin's base is compared run by run with the Intel Xeon's by benchmarks/compare_study.py (its
@@ -34,7 +37,7 @@ cat "$out/machine.txt"
 "$py" benchmarks/arith_hashes.py > "$out/arith_hashes.txt" 2>&1
 grep oneDNN "$out/arith_hashes.txt"
 status=0
-variants="compatible onednn"
+variants="compatible onednn onednn-quantized"
 # oneDNN's products at AVX512_CORE: a candidate pin for AVX-512 CPUs alone (an AVX2-only CPU cannot run its kernels)
 grep -q -w avx512f /proc/cpuinfo && variants="$variants onednn-avx512"
 for variant in $variants; do
@@ -52,4 +55,7 @@ done
 "$py" -m peftlab.cli bench --only pin --model vit_tiny_patch16_224 --img-size 28 --patch-size 7 --depth 4 \
   --embed-dim 128 --num-heads 4 --batch 128 --repeats 3 --json "$out/bench-pin.json" 2>&1 \
   | grep -v -e gemm_4bit_forward -e gpuGetDeviceCount | tee "$out/bench-pin.txt" || status=1
+# the candidate onednn-quantized's cost: the default study's QLoRA steps (int8, nf4) under it and under the pin
+"$py" benchmarks/quantized_backward_step.py --json "$out/quantized-step.json" 2>&1 \
+  | grep -v -e gemm_4bit_forward -e gpuGetDeviceCount | tee "$out/quantized-step.txt" || status=1
 exit $status

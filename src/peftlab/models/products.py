@@ -22,15 +22,22 @@ the same int32 result at about half the time. The mode also takes that layer's i
 dequantization (``int8_vectorwise_quant``, ``int8_mm_dequant``): bitsandbytes' arithmetic in fewer passes over
 memory, the same bits, 0.74 of an int8 evaluation pass's CPU time with the product's change (benchmarks/README.md).
 
+A quantized base's backward products (bitsandbytes' int8 layers compute their input gradient with ``torch.matmul``
+inside autograd, peftlab's 4-bit ones with ``@``) stay in MKL's COMPATIBLE branch under the pin. The candidate
+``PEFTLAB_PIN_PRODUCTS=onednn-quantized`` (``QUANTIZED``, ``quantized_backward``) takes them through oneDNN too: other
+bits for those runs, so it is a class of its own until another vendor's record agrees.
+
 A pinned run trains inside ``onednn_products`` (``pinned_run_products``) and records ``provenance.arithmetic.products``
-("oneDNN AVX2"); a record without it computed with MKL's products. ``PEFTLAB_PIN_PRODUCTS=mkl`` in a pinned run's
-environment (``SWITCH``, not a config field) trains with MKL's products, as runs recorded before the change did: an
-archive's rerun sets it for such runs (``analysis.archive.rerun.products_environment``), and the bench times it.
+("oneDNN AVX2", or the candidate's name); a record without it computed with MKL's products.
+``PEFTLAB_PIN_PRODUCTS=mkl`` in a pinned run's environment (``SWITCH``, not a config field) trains with MKL's
+products, as runs recorded before the change did: an archive's rerun sets it for such runs
+(``analysis.archive.rerun.products_environment``), as it sets the candidate's, and the bench times it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.nn.functional as F
@@ -243,20 +250,40 @@ class OneDNNProducts(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-ACTIVE: list[bool] = []  # set inside ``onednn_products``
+ACTIVE: list[str] = []  # inside ``onednn_products``: the products it computes (provenance.arithmetic.products)
 
 
 @contextlib.contextmanager
-def onednn_products():
+def onednn_products(products: str | None = None):
     """While it is open (a step's forward and backward inside it): the products through oneDNN. A mode is off
     while autograd runs a backward, so peftlab's own autograd functions compute their backward products with
-    ``mm`` and ``addmm_``, which read ``ACTIVE``."""
-    ACTIVE.append(True)
+    ``mm`` and ``addmm_``, which read ``ACTIVE``. ``products``: the pin's ("oneDNN AVX2") or the candidate's
+    (``QUANTIZED``, see ``quantized_backward``); None: the candidate where ``SWITCH`` asks for it, else the pin's."""
+    if products is None:
+        asked = os.environ.get(SWITCH) == cpu.products_switch(QUANTIZED)
+        products = QUANTIZED if asked else ONEDNN_PRODUCTS
+    ACTIVE.append(products)
     try:
         with OneDNNProducts():
             yield
     finally:
         ACTIVE.pop()
+
+
+def quantized_backward() -> bool:
+    """Whether a quantized base's backward products go through oneDNN here: the candidate ``onednn-quantized``
+    (``QUANTIZED``), not the pin, whose runs compute them in MKL's COMPATIBLE branch as bitsandbytes' int8 layers
+    and peftlab's 4-bit ones call them (``quant.step``). It changes those runs' bits, so it becomes the pin only when
+    another vendor's record agrees (``benchmarks/pin_candidates.sh``)."""
+    return bool(ACTIVE) and ACTIVE[-1] == QUANTIZED
+
+
+def quantized_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``grad @ weight`` (grad (..., N), weight (N, K)) of a quantized base's backward: through oneDNN under the
+    candidate (``quantized_backward``), else as ``@`` computes it (the pin: MKL's COMPATIBLE branch)."""
+    if not quantized_backward():
+        return grad @ weight
+    return mm(grad.reshape(-1, grad.shape[-1]), weight).view(*grad.shape[:-1], weight.shape[1])
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -278,11 +305,16 @@ ONEDNN_PRODUCTS = cpu.PRODUCTS_ONEDNN  # provenance.arithmetic.products of a pin
 pinned_products = cpu.pinned_products  # the products a run computes in this environment (torch-free, in utils.cpu)
 
 
+QUANTIZED = cpu.PRODUCTS_ONEDNN_QUANTIZED  # the candidate's products (``quantized_backward``)
+
+
 def pinned_run_products(reproducible: bool):
     """The context a run trains in: ``onednn_products`` for a pinned run (``pinned_products``), else none."""
-    return onednn_products() if pinned_products(reproducible) else contextlib.nullcontext()
+    products = pinned_products(reproducible)
+    return onednn_products(products) if products else contextlib.nullcontext()
 
 
 def products_record() -> str | None:
-    """provenance.arithmetic.products: "oneDNN AVX2" inside ``onednn_products``, None where MKL computes them."""
-    return ONEDNN_PRODUCTS if ACTIVE else None
+    """provenance.arithmetic.products: "oneDNN AVX2" inside ``onednn_products`` (or the candidate's name), None
+    where MKL computes them."""
+    return ACTIVE[-1] if ACTIVE else None

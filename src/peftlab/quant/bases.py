@@ -45,6 +45,7 @@ from torch import nn
 from peftlab.config.sections import QuantConfig
 from peftlab.models.backbones import head_prefix
 from peftlab.quant.allocator import let_go, release_freed_memory
+from peftlab.utils.cpu import PRODUCTS_ONEDNN_QUANTIZED, pinned_products
 from peftlab.utils.errors import ConfigError, WeightsError
 
 BNB_PIN = "bitsandbytes==0.50.2"
@@ -114,7 +115,7 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
     bnb = require_bitsandbytes(quant.mode)
     weight = linear.weight.detach()
     if quant.mode == "int8":
-        layer = bnb.nn.Linear8bitLt(
+        layer = int8_layer_class(bnb)(
             linear.in_features,
             linear.out_features,
             bias=linear.bias is not None,
@@ -150,6 +151,16 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
     return moved(layer, device, quant.mode)
+
+
+def int8_layer_class(bnb) -> type:
+    """bitsandbytes' ``Linear8bitLt``; under the candidate ``onednn-quantized`` (``utils.cpu.PRODUCTS_SWITCH``)
+    peftlab's subclass, whose training input gradient goes through oneDNN (``quant.int8``)."""
+    if pinned_products(True) != PRODUCTS_ONEDNN_QUANTIZED:
+        return bnb.nn.Linear8bitLt
+    from peftlab.quant.int8 import CandidateLinear8bitLt  # imports bitsandbytes
+
+    return CandidateLinear8bitLt
 
 
 def moved(layer: nn.Module, device: torch.device, mode: str) -> nn.Module:

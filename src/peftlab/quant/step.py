@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from bitsandbytes.cextension import ErrorHandlerMockBNBNativeLibrary, lib
 from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
 
+from peftlab.models import products
+
 _BUFFERS = threading.local()
 _KERNELS = {"nf4": "cdequantize_blockwise_cpu_nf4_fp32", "fp4": "cdequantize_blockwise_cpu_fp4_fp32"}
 
@@ -123,8 +125,8 @@ class BufferedMatmul4bit(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         grad_x = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad @ dequantize_into_buffer(ctx.packed, ctx.state)
+        if ctx.needs_input_grad[0]:  # MKL's under the pin, oneDNN's under the candidate onednn-quantized
+            grad_x = products.quantized_input_grad(grad, dequantize_into_buffer(ctx.packed, ctx.state))
         if ctx.needs_input_grad[2]:  # bitsandbytes' sum over the first dim; autograd sums the rest
             grad_bias = grad.sum(0)
         return grad_x, None, grad_bias, None

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 from peftlab.training.run_result import RunResult, read_result
-from peftlab.utils.cpu import PRODUCTS_SWITCH, pinned_products
+from peftlab.utils.cpu import PRODUCTS_SWITCH, pinned_products, products_switch
 from peftlab.utils.errors import UserError
 
 RUN_GLOBS = ("runs/*", "tune/*/runs/*")
@@ -113,5 +113,6 @@ def refuse_other_products(study_dir: Path) -> None:
             f"{len(others)} finished pinned run(s) of {study_dir} computed their products with "
             f"{products or 'MKL (the pin before 2026-11-29)'}, not with {here or 'MKL'} as this environment's pin "
             f"does (first: {first}): use another --study-dir, set {PRODUCTS_SWITCH}="
-            f"{'mkl' if products is None else 'onednn'} to finish the study as they computed, or delete those runs"
+            f"{products_switch(products) or '(no value computes them here)'} to finish the study as they computed, "
+            "or delete those runs"
         )

@@ -45,22 +45,37 @@ def arithmetic_pinned() -> bool:
 
 # A pinned run's products go through oneDNN at AVX2 (models.products), recorded as provenance.arithmetic.products
 # = PRODUCTS_ONEDNN; PRODUCTS_SWITCH=PRODUCTS_MKL (not a config field) computes them in MKL's COMPATIBLE branch, the
-# former pin, as the runs recorded before 2026-11-29 did (their products: None)
+# former pin, as the runs recorded before 2026-11-29 did (their products: None). PRODUCTS_SWITCH=onednn-quantized, a
+# candidate (issue 87), also takes a quantized base's backward products (bitsandbytes' int8 layers, peftlab's 4-bit
+# ones) through oneDNN: recorded as PRODUCTS_ONEDNN_QUANTIZED, a class of its own until another vendor's record
+# agrees with this CPU's (benchmarks/pin_candidates.sh)
 PRODUCTS_SWITCH = "PEFTLAB_PIN_PRODUCTS"
 PRODUCTS_ONEDNN = "oneDNN AVX2"
+PRODUCTS_ONEDNN_QUANTIZED = "oneDNN AVX2, quantized bases' backward too"
 PRODUCTS_MKL = "mkl"
-PRODUCTS_CHOICES = {"": PRODUCTS_ONEDNN, "onednn": PRODUCTS_ONEDNN, PRODUCTS_MKL: None}
+PRODUCTS_CHOICES = {
+    "": PRODUCTS_ONEDNN,
+    "onednn": PRODUCTS_ONEDNN,
+    PRODUCTS_MKL: None,
+    "onednn-quantized": PRODUCTS_ONEDNN_QUANTIZED,
+}
+
+
+def products_switch(products: str | None) -> str | None:
+    """The switch's value under which a pinned run computes the recorded ``products`` (None: MKL's), None for
+    products no value computes (a record of another version)."""
+    return next((value for value, computed in PRODUCTS_CHOICES.items() if value and computed == products), None)
 
 
 def pinned_products(reproducible: bool) -> str | None:
     """The products a run with ``train.reproducible=reproducible`` computes in this environment: "oneDNN AVX2" for
-    a pinned x86 run unless PRODUCTS_SWITCH asks for MKL's; None (MKL's, or the CPU's own arithmetic unpinned)
-    else. Another value of the switch is a one-line error."""
+    a pinned x86 run unless PRODUCTS_SWITCH asks for MKL's (None) or the candidate's (PRODUCTS_ONEDNN_QUANTIZED);
+    None (the CPU's own arithmetic) unpinned. Another value of the switch is a one-line error."""
     asked = os.environ.get(PRODUCTS_SWITCH, "")
     if asked not in PRODUCTS_CHOICES:
         raise ConfigError(
             f"environment variable {PRODUCTS_SWITCH}={asked!r}: expected {PRODUCTS_MKL} (MKL's products, the former "
-            "pin) or onednn (the pin's, as unset)"
+            "pin), onednn (the pin's, as unset) or onednn-quantized (a candidate)"
         )
     return PRODUCTS_CHOICES[asked] if reproducible and applies() else None
 
