@@ -123,3 +123,7 @@ def test_the_dequantization_gives_bitsandbytes_bits():
             got = products.int8_mm_dequant(product, rows, cols, dtype=dtype, bias=b)
             want = kernel(product, rows, cols, dtype=dtype, bias=b)
             assert got.dtype == want.dtype and torch.equal(got, want)
+            with products.onednn_products():  # the op called inside the mode is peftlab's, the same bits
+                assert torch.equal(kernel(product, rows, cols, dtype=dtype, bias=b), want)
+    assert products._int8_op(kernel, (product, rows, cols), {}) is products.int8_mm_dequant
+    assert products._int8_op(kernel, (product.float(), rows, cols), {}) is None  # bitsandbytes' own error

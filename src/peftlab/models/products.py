@@ -197,11 +197,21 @@ OP_TYPES = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)  # what the mode
 
 
 QUANT_OP = "bitsandbytes::int8_vectorwise_quant"
+DEQUANT_OP = "bitsandbytes::int8_mm_dequant"
+
+
+def dequant_args(product=None, row_stats=None, col_stats=None, *_) -> bool:
+    """Whether ``int8_mm_dequant`` takes these arguments as bitsandbytes' kernel does without refusing them: an int32
+    CPU product and fp32 statistics (the kernel's own errors are left to it)."""
+    dtypes = (torch.int32, torch.float32, torch.float32)
+    tensors = (product, row_stats, col_stats)
+    return all(isinstance(t, torch.Tensor) and t.dtype == d and t.device.type == "cpu" for t, d in zip(tensors, dtypes))
 
 
 def _int8_op(func, args, kwargs) -> object | None:
     """The handler of a bitsandbytes int8 op (its default overload, or the packet bitsandbytes calls) whose product
-    ``exact_int8`` finds exact, or of its input's quantization where ``fast_quant`` holds, else None."""
+    ``exact_int8`` finds exact, or of its input's quantization where ``fast_quant`` holds, or of a product's
+    dequantization (``dequant_args``), else None."""
     if isinstance(func, torch._ops.OpOverload) and func._overloadname == "default":
         name = func.name()
     elif isinstance(func, torch._ops.OpOverloadPacket) and "out" not in kwargs:
@@ -211,6 +221,8 @@ def _int8_op(func, args, kwargs) -> object | None:
     if name == QUANT_OP:
         threshold = args[1] if len(args) > 1 else kwargs.get("threshold", 0.0)
         return int8_vectorwise_quant if args and fast_quant(args[0], threshold) else None
+    if name == DEQUANT_OP:
+        return int8_mm_dequant if dequant_args(*args) else None
     handler, first, second = INT8_OPS.get(name, (None, 0, 1))
     if handler is None or len(args) <= second or not exact_int8(args[first], args[second]):
         return None

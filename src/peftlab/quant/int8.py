@@ -43,9 +43,8 @@ class CandidateLinear8bitLt(bnb.nn.Linear8bitLt):
     forward otherwise."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and products.quantized_backward() and x.device.type == "cpu"):
-            return super().forward(x)
-        if x.dtype != torch.float32 or self.state.has_fp16_weights:
+        candidate = self.training and products.quantized_backward() and not self.state.has_fp16_weights
+        if not (candidate and x.device.type == "cpu" and x.dtype == torch.float32):
             return super().forward(x)
         self.state.is_training = True
         if self.weight.CB is not None:  # bitsandbytes' own first step: the int8 weight moves into the state
