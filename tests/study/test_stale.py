@@ -80,3 +80,28 @@ def test_finished_pinned_runs_of_another_pins_products_are_named_and_refused(tmp
     monkeypatch.setenv(cpu.PRODUCTS_SWITCH, "mkl")  # finishing it as it computed: now runs/aaa is the other one
     with pytest.raises(UserError, match=r"first: runs/aaa.*PEFTLAB_PIN_PRODUCTS=onednn"):
         refuse_other_products(study)
+
+
+def test_runs_of_the_candidates_products_or_of_products_no_switch_computes_are_refused_naming_what_to_do(
+    tmp_path, monkeypatch
+):
+    """The candidate's runs (``onednn-quantized``) are finished with its switch; a run recording products that no
+    value of the switch computes (another version's, or an edited record) gets no switch to set, and says so."""
+    from peftlab.study.stale import refuse_other_products
+    from peftlab.utils import cpu
+
+    if not cpu.applies():
+        pytest.skip("the pin's products exist for x86-64 CPUs only")
+    monkeypatch.delenv(cpu.PRODUCTS_SWITCH, raising=False)
+    study = tmp_path / "study"
+    pinned_run(study, "runs/aaa", cpu.PRODUCTS_ONEDNN_QUANTIZED)
+    with pytest.raises(UserError, match=r"first: runs/aaa.*set PEFTLAB_PIN_PRODUCTS=onednn-quantized to finish"):
+        refuse_other_products(study)
+    monkeypatch.setenv(cpu.PRODUCTS_SWITCH, "onednn-quantized")
+    refuse_other_products(study)  # the candidate's own: reused
+    pinned_run(study, "runs/bbb", "oneDNN AVX9")
+    with pytest.raises(UserError) as err:
+        refuse_other_products(study)
+    text = str(err.value)
+    assert "\n" not in text and "runs/bbb" in text and "no value of PEFTLAB_PIN_PRODUCTS computes them here" in text
+    assert "=None" not in text

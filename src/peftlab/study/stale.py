@@ -109,10 +109,14 @@ def refuse_other_products(study_dir: Path) -> None:
                 others.append((str(run_dir.relative_to(study_dir)), products))
     if others:
         first, products = others[0]
+        switch = products_switch(products)
+        finish = (
+            f"set {PRODUCTS_SWITCH}={switch} to finish the study as they computed"
+            if switch
+            else f"no value of {PRODUCTS_SWITCH} computes them here"
+        )
         raise UserError(
             f"{len(others)} finished pinned run(s) of {study_dir} computed their products with "
             f"{products or 'MKL (the pin before 2026-11-29)'}, not with {here or 'MKL'} as this environment's pin "
-            f"does (first: {first}): use another --study-dir, set {PRODUCTS_SWITCH}="
-            f"{products_switch(products) or '(no value computes them here)'} to finish the study as they computed, "
-            "or delete those runs"
+            f"does (first: {first}): use another --study-dir, {finish}, or delete those runs"
         )
