@@ -53,6 +53,9 @@ def final_scores(study: Path) -> pd.DataFrame:
 
 def compare(record: Path, study: Path) -> int:
     """Prints the trials and final runs that differ from the record, and a line for each; 0 when all are equal."""
+    missing = [name for name in ("trials.json", "finals.csv") if not (record / name).is_file()]
+    if missing:
+        sys.exit(f"compare_study: {record} holds no record ({' and '.join(missing)} missing): name a folder with both")
     theirs, mine = json.loads((record / "trials.json").read_text()), trial_scores(study)
     trials = [key for key in theirs if mine.get(key) != theirs[key]] + [key for key in mine if key not in theirs]
     for key in trials:

@@ -39,3 +39,15 @@ def test_a_recorded_study_compares_equal_and_a_moved_score_is_named(tmp_path):
     assert "trial lora lr=0.001: 0.702 here, 0.7 recorded" in moved.stdout
     assert "final full seed 0: metrics.test_top1: 0.7505 here, 0.75 recorded" in moved.stdout
     assert "trials: 1 of 2 equal; final runs: 1 of 2 equal" in moved.stdout
+
+
+def test_a_folder_without_a_record_is_named_in_one_line(tmp_path):
+    """The folder above a record (benchmarks/default-study-amd-epyc, not its pin/) is refused saying what is
+    missing, not with a traceback."""
+    (tmp_path / "record").mkdir()
+    refused = compare(tmp_path / "record", study(tmp_path / "a"))
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"compare_study: {tmp_path / 'record'} holds no record (trials.json and finals.csv missing): "
+        "name a folder with both"
+    ]
