@@ -72,7 +72,9 @@ def test_another_value_of_the_switch_is_a_one_line_error_naming_it(monkeypatch):
 
 
 @pytest.mark.skipif(not cpu.applies(), reason="the pin's switches exist for x86-64 CPUs only")
-def test_a_cached_base_of_the_former_pins_products_is_trained_again_under_the_pin(tmp_path, monkeypatch):
+def test_a_cached_base_of_the_former_pins_products_is_trained_again_and_the_candidates_serves_the_pin(
+    tmp_path, monkeypatch
+):
     from peftlab.config.schema import config_hash, load_config
     from peftlab.data.readers.records import hash_file
     from peftlab.training.bases.pretrain import cached_manifest, other_products
@@ -95,3 +97,16 @@ def test_a_cached_base_of_the_former_pins_products_is_trained_again_under_the_pi
         monkeypatch.setenv(products.SWITCH, "mkl")  # an archive's rerun of the former pin's runs
         assert (cached_manifest(cfg, tmp_path) or None) == (mkl and entry)
         assert other_products(run, cfg) is (mkl is None)
+        monkeypatch.setenv(products.SWITCH, "onednn-quantized")  # the candidate pretrains as the pin does
+        assert (cached_manifest(cfg, tmp_path) or None) == (pin and entry)
+        assert other_products(run, cfg) is (pin is None)
+    # a base the candidate trained (its run records the candidate's products) serves the pin and the candidate,
+    # not the former pin's MKL products
+    entry = {**manifest, "products": products.QUANTIZED}
+    (tmp_path / "manifest.json").write_text(json.dumps(entry))
+    done = {"status": "completed", "provenance": {"arithmetic": {"products": products.QUANTIZED}}}
+    (run / "result.json").write_text(json.dumps(done))
+    for switch, served in (("", True), ("onednn-quantized", True), ("mkl", False)):
+        monkeypatch.setenv(products.SWITCH, switch)
+        assert (cached_manifest(cfg, tmp_path) or None) == (served and entry or None), switch
+        assert other_products(run, cfg) is not served, switch

@@ -67,6 +67,14 @@ def products_switch(products: str | None) -> str | None:
     return next((value for value, computed in PRODUCTS_CHOICES.items() if value and computed == products), None)
 
 
+def base_products(products: str | None) -> str | None:
+    """The products a base's pretraining computes where its run records ``products``: a pretraining is full
+    fine-tuning, never on a quantized base (``FullConfig.quantizable``), so the candidate's are the pin's there
+    (their step records' pretraining entries agree, and a study under the candidate retrained the cached base to
+    the same sha256, 2026-11-30): a cached base of either serves both."""
+    return PRODUCTS_ONEDNN if products == PRODUCTS_ONEDNN_QUANTIZED else products
+
+
 def pinned_products(reproducible: bool) -> str | None:
     """The products a run with ``train.reproducible=reproducible`` computes in this environment: "oneDNN AVX2" for
     a pinned x86 run unless PRODUCTS_SWITCH asks for MKL's (None) or the candidate's (PRODUCTS_ONEDNN_QUANTIZED);

@@ -17,7 +17,7 @@ from pathlib import Path
 from peftlab.config.schema import RunConfig, config_hash, load_config, to_dict
 from peftlab.data.readers.records import hash_file
 from peftlab.utils import locks
-from peftlab.utils.cpu import pinned_products
+from peftlab.utils.cpu import base_products, pinned_products
 from peftlab.utils.errors import ConfigError, UserError
 from peftlab.utils.files import read_json, write_atomic, write_json_atomic
 
@@ -39,7 +39,7 @@ def cached_manifest(cfg: RunConfig, out_dir: Path) -> dict | None:
         or not isinstance(manifest.get("weights"), str)
         or manifest.get("config_hash") != config_hash(cfg, 16)
         or manifest.get("sha256") != hash_file(weights)
-        or manifest.get("products") != pinned_products(cfg.train.reproducible)  # a base of the former pin: again
+        or base_products(manifest.get("products")) != this_base_products(cfg)  # a base of the former pin: again
     ):
         return None
     return manifest
@@ -56,12 +56,17 @@ def same_config(path: Path, cfg: RunConfig) -> bool:
 
 def other_products(run_dir: Path, cfg: RunConfig) -> bool:
     """``run_dir`` holds a completed pretraining whose products are not the ones this environment's pin computes
-    (``utils.cpu.pinned_products``: a base trained before oneDNN's products were the pin's)."""
+    (``this_base_products``: a base trained before oneDNN's products were the pin's)."""
     result = read_json(run_dir / "result.json")
     if not isinstance(result, dict) or result.get("status") != "completed":
         return False
     arithmetic = (result.get("provenance") or {}).get("arithmetic") or {}
-    return isinstance(arithmetic, dict) and arithmetic.get("products") != pinned_products(cfg.train.reproducible)
+    return isinstance(arithmetic, dict) and base_products(arithmetic.get("products")) != this_base_products(cfg)
+
+
+def this_base_products(cfg: RunConfig) -> str | None:
+    """The products a pretraining of ``cfg`` computes in this environment (``utils.cpu.base_products``)."""
+    return base_products(pinned_products(cfg.train.reproducible))
 
 
 def tell_waiting(text: str) -> None:
