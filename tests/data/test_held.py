@@ -143,3 +143,28 @@ def test_the_study_forkserver_holds_what_its_runs_read(dataset):
         assert ENV_HELD_DATA not in os.environ  # set only while the server started
     finally:
         multiprocessing.forkserver._forkserver._stop()
+
+
+def test_a_study_s_pretraining_starts_the_forkserver_that_holds_what_its_final_runs_read(dataset, monkeypatch):
+    """The server a study starts for its pretraining is the one its trials and final runs are forked from (a server
+    already running keeps what it started with): inside ``serving`` it holds their dataset from the start."""
+    from peftlab.study.executors import local
+
+    monkeypatch.setattr(local, "PRELOAD", ("peftlab.data",))  # the test's server imports no torch
+    finals = [
+        (SimpleNamespace(config=load_config(overrides={"data": {"name": "fashion_mnist", "root": str(dataset)}})), None)
+    ]
+    assert local.held_for([]) is None  # no study running
+    multiprocessing.forkserver._forkserver._stop()
+    try:
+        with local.serving(finals):
+            assert local.held_for([]) == to_hold([finals[0][0].config])
+            ctx = local.pretraining_context("forkserver")
+            queue = ctx.Queue()
+            proc = ctx.Process(target=answer_held, args=(queue, str(dataset.resolve())))
+            proc.start()
+            proc.join()
+            assert proc.exitcode == 0 and queue.get(timeout=10) is True
+        assert local.STUDY_JOBS == [] and local.held_for([]) is None  # the study ended: nothing is kept
+    finally:
+        multiprocessing.forkserver._forkserver._stop()

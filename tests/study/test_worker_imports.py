@@ -126,11 +126,14 @@ def test_a_quantized_run_imports_bitsandbytes_and_gets_pefts_layers(workers):
 def test_a_study_s_forkserver_preloads_torch_s_compiler_only_where_a_run_quantizes():
     from types import SimpleNamespace as N
 
-    from peftlab.study.executors.local import PRELOAD, QUANTIZED_PRELOAD, preload_for
+    from peftlab.study.executors.local import PRELOAD, QUANTIZED_PRELOAD, preload_for, serving
 
     job = lambda mode: (N(config=N(quant=N(mode=mode))), None)
     assert preload_for([job("none"), job("none")]) == PRELOAD
     assert preload_for([job("none"), job("int8")]) == PRELOAD + QUANTIZED_PRELOAD
+    with serving([job("none"), job("nf4")]):  # a study's later final runs: its trials' server preloads it too
+        assert preload_for([job("none")]) == preload_for([]) == PRELOAD + QUANTIZED_PRELOAD
+    assert preload_for([job("none")]) == PRELOAD
 
 
 @pytest.mark.parametrize(

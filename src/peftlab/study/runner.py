@@ -38,11 +38,12 @@ from peftlab.study.executors.gpus import worker_gpus
 from peftlab.study.executors.local import (
     environment_since_start,
     outside_cause,
+    pretraining_context,
     run_local,
+    serving,
     start_held,
     stop_processes,
     stopped_outcome,
-    worker_context,
 )
 from peftlab.study.executors.spawn import run_spawned, stop_idle_workers
 from peftlab.study.phases import Phase, timed_phase
@@ -128,7 +129,7 @@ def run_pretraining(
         if why is not None or (out_dir / "pretrain-error.json").exists():
             raise UserError(pretraining_stopped(config_path, out_dir, why, lost=True))
         return out_dir, True
-    ctx = worker_context(executor.start_method)
+    ctx = pretraining_context(executor.start_method)
     changes = environment_since_start()  # a forked worker's from the study (a spawned one has them already)
     proc = ctx.Process(target=pretrain_main, args=(to_dict(cfg), str(out_dir), progress, os.getpid(), changes))
     start_held(proc)
@@ -197,7 +198,10 @@ def run_study(
         logged_to(study_dir / LIBRARY_LOG),
     ):  # what submitit, Ray and Slurm's commands say to the driver
         try:
-            with ray_tasks.kept() if executor.name == "ray" else contextlib.nullcontext():  # one Ray for the study
+            with (
+                ray_tasks.kept() if executor.name == "ray" else contextlib.nullcontext(),  # one Ray for the study
+                serving([(spec, run_dir_of(study_dir, spec)) for spec in study.runs]),  # its final runs, from the start
+            ):
                 return _run_study(study, study_dir, workers, retry_failed, progress, executor)
         finally:
             stop_idle_workers()  # spawned workers wait between a tuned study's searches and its final runs

@@ -76,22 +76,49 @@ def worker_context(start_method: str = "forkserver", preload: tuple[str, ...] = 
     return ctx
 
 
+# the final jobs of the study this process runs (``serving``), which every forkserver it starts serves too
+STUDY_JOBS: list[tuple[RunSpec, Path]] = []
+
+
+@contextlib.contextmanager
+def serving(jobs: list[tuple[RunSpec, Path]]):
+    """While a study runs: the forkserver its first local phase starts (the pretraining's, the trials') preloads and
+    holds what its final runs need too (``preload_for``, ``held_for``), since a server already running keeps what it
+    started with. Started for the pretraining alone, it held no dataset for any later run (each read Fashion-MNIST's
+    files again: 0.5 s of a default-study run); started for trials without a quantized base, it lacked the compiler
+    the final QLoRA runs import (2026-11-30, issue 87)."""
+    STUDY_JOBS[:] = jobs
+    try:
+        yield
+    finally:
+        STUDY_JOBS.clear()
+
+
+def pretraining_context(start_method: str):
+    """``worker_context`` for a study's pretraining: its forkserver preloads and holds for the study's final runs
+    (``serving``), which later phases then find."""
+    return worker_context(start_method, preload_for([]), held_for([]))
+
+
 def preload_for(jobs: list[tuple[RunSpec, Path]]) -> tuple[str, ...]:
-    """``PRELOAD``, and ``QUANTIZED_PRELOAD`` where a job quantizes its base."""
-    quantized = any(spec.config.quant.mode != "none" for spec, _ in jobs)
+    """``PRELOAD``, and ``QUANTIZED_PRELOAD`` where a job, or a final job of the study (``serving``), quantizes its
+    base."""
+    quantized = any(spec.config.quant.mode != "none" for spec, _ in [*jobs, *STUDY_JOBS])
     return PRELOAD + QUANTIZED_PRELOAD if quantized else PRELOAD
 
 
 def held_for(jobs: list[tuple[RunSpec, Path]]) -> str | None:
-    """``$PEFTLAB_HELD_DATA`` for the forkserver of ``jobs`` (``data.held``): the array datasets their runs read that
-    are found without downloading, as a JSON list of [layout, folder]; None where there is none."""
+    """``$PEFTLAB_HELD_DATA`` for the forkserver of ``jobs`` and the study's final jobs (``serving``; ``data.held``):
+    the array datasets their runs read that are found without downloading, as a JSON list of [layout, folder]; None
+    where there is none."""
     from peftlab.config.checks import TEXT_DATASET_NAMES
     from peftlab.data.build import is_listed
     from peftlab.data.held import HELD_LAYOUTS
     from peftlab.data.sources import find_data
 
     found = set()
-    for cfg in {(spec.config.data.name, spec.config.data.root): spec.config.data for spec, _ in jobs}.values():
+    data = {(spec.config.data.name, spec.config.data.root): spec.config.data for spec, _ in [*jobs, *STUDY_JOBS]}
+    for cfg in data.values():
         if cfg.name in TEXT_DATASET_NAMES or is_listed(cfg.name):
             continue
         try:
