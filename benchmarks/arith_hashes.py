@@ -132,3 +132,9 @@ if __name__ == "__main__":
 #   oneDNN AVX2        t1 AVX2 qkv=fd3b0746 fc1+gelu=8ed0c019 fc2=2e0642d7 dW=8d807451 dX=ab115c6e qkv+b=02a152b2 qkv,+b=02a152b2 dW_strided=8d807451 dX_strided=ab115c6e
 #   oneDNN AVX2        t2 AVX2 qkv=fd3b0746 fc1+gelu=8ed0c019 fc2=2e0642d7 dW=8d807451 dX=ab115c6e qkv+b=02a152b2 qkv,+b=02a152b2 dW_strided=8d807451 dX_strided=ab115c6e
 #   oneDNN AVX512_CORE t1 AVX2 qkv=fd3b0746 fc1+gelu=3aed78f7 fc2=064d3de5 dW=6b862512 dX=ab115c6e qkv+b=02a152b2 qkv,+b=02a152b2 dW_strided=6b862512 dX_strided=ab115c6e
+# RECORDED on 2026-11-30, an AMD EPYC with AVX2 only (2 cores; flags avx2 fma f16c, no avx512f; torch 2.14.1 from the
+# lock, benchmarks/pin_candidates.sh): its MKL lines are the AVX-512 EPYC's above, line for line, and its oneDNN lines
+# are the Xeon's oneDNN AVX2 lines, all ten hashes, at 1 and 2 threads; capped at AVX512_CORE it runs AVX2's kernels
+# (the cap is above what it has), so that line is its AVX2 line:
+#   oneDNN AVX2        t1 AVX2 qkv=fd3b0746 fc1+gelu=8ed0c019 fc2=2e0642d7 dW=8d807451 dX=ab115c6e qkv+b=02a152b2 qkv,+b=02a152b2 dW_strided=8d807451 dX_strided=ab115c6e
+#   oneDNN AVX512_CORE t1 AVX2 qkv=fd3b0746 fc1+gelu=8ed0c019 fc2=2e0642d7 dW=8d807451 dX=ab115c6e qkv+b=02a152b2 qkv,+b=02a152b2 dW_strided=8d807451 dX_strided=ab115c6e

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The pin and the former pin recorded on this CPU in one call (about 6 to 10 minutes on 2 cores), for a CPU of
-# another class than the committed records' (an AVX2-only one has none of the pin yet) to say whether it computes
+# another class than the committed records' (the AMD EPYC with AVX-512 has no record of onednn-avx512 or of
+# onednn-quantized yet; an AVX2-only EPYC recorded every other on 2026-11-30) to say whether it computes
 # the bits the records agree on (issue 87: the pin changed only where two vendors' records agreed):
 #
 #     bash benchmarks/pin_candidates.sh [OUT_DIR] [PYTHON]      # default: runs/pin-candidates, .venv/bin/python

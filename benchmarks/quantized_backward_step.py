@@ -14,6 +14,7 @@ prints the median CPU milliseconds of a step by mode and their ratio, min and ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -68,6 +69,8 @@ def main() -> int:
     figures = {}
     for quant in ("int8", "nf4"):
         cfg = next(s.config for s in study.runs if s.method == "lora" and s.config.quant.mode == quant)
+        # a random base (the cached one need not exist: pin_candidates.sh runs on a fresh clone)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained="none"))
         times = timed_steps(cfg, args.repeats, args.steps)
         pin, candidate = statistics.median(times["pin"]), statistics.median(times["candidate"])
         ratios = [c / p for p, c in zip(times["pin"], times["candidate"])]

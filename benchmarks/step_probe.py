@@ -36,10 +36,12 @@ differ at 2 threads), bias apart or not; in its COMPATIBLE branch every entry ag
 with AVX2 only against the Xeon's records), and so did every downstream step, QLoRA's included (an Intel Xeon host,
 2026-11-28: benchmarks/intel-xeon-host/). Under oneDNN's products (issue 87) an AMD EPYC with AVX-512 gave every entry
 of an Intel Xeon's records at 1 and 2 threads, every downstream step and QLoRA's included (2026-11-29:
-``amd-epyc-avx512bf16-onednn-downstream-threads{1,2}.json`` against ``intel-xeon-avx512-amx-onednn-*``); no AVX2-only
-CPU has recorded it yet (``bash benchmarks/pin_candidates.sh`` there). Where bitsandbytes is not installed the QLoRA
-steps are recorded as skipped. The records named ``...-threadsN.json`` without a variant, and ``bias-apart``, are
-the pin of 2026-11-27's (``avx2``, ``avx2-bias-apart``).
+``amd-epyc-avx512bf16-onednn-downstream-threads{1,2}.json`` against ``intel-xeon-avx512-amx-onednn-*``), and so did
+an AMD EPYC with AVX2 only under the pin, the former pin and the candidate onednn-quantized (2026-11-30:
+``amd-epyc-avx2-{onednn,compatible,onednn-quantized}-downstream-threads{1,2}.json``, from ``bash
+benchmarks/pin_candidates.sh``). Where bitsandbytes is not installed the QLoRA steps are recorded as skipped. The
+records named ``...-threadsN.json`` without a variant, and ``bias-apart``, are the pin of 2026-11-27's (``avx2``,
+``avx2-bias-apart``).
 """
 
 from __future__ import annotations

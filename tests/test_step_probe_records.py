@@ -1,18 +1,16 @@
 """Issues 80 and 87: an Intel Xeon's pinned training steps are this CPU's. The committed records of both vendors
 (benchmarks/step_probe/: AMD EPYCs' and an Intel Xeon host's, each made on its own machine) agree entry for entry,
-under the pin (every Linear's products through oneDNN at AVX2: an AMD EPYC with AVX-512 against the Xeon) and under
-the former pin that archives of its runs rerun with (MKL's COMPATIBLE branch: an AMD EPYC with AVX2 only and one
-with AVX-512 against the Xeon), and this machine, whichever x86 CPU runs the suite, gives the Xeon's record under
-the pin: three steps of the pretraining and of each default-study configuration the pin reaches (bitsandbytes'
-QLoRA steps are held to the records alone: their kernels choose their code by the CPU, so the probe here leaves
-them out). No AVX2-only CPU has recorded oneDNN's products yet: there the comparison runs and may fail (xfail, not
-strict), and a pass is that class's first agreement."""
+under the pin (every Linear's products through oneDNN at AVX2: an AMD EPYC with AVX-512 and one with AVX2 only
+against the Xeon), under the candidate onednn-quantized (the AVX2-only EPYC against the Xeon) and under the former
+pin that archives of its runs rerun with (MKL's COMPATIBLE branch: both EPYCs against the Xeon), and this machine,
+whichever x86 CPU runs the suite, gives the Xeon's record under the pin: three steps of the pretraining and of each
+default-study configuration the pin reaches (bitsandbytes' QLoRA steps are held to the records alone: their kernels
+choose their code by the CPU, so the probe here leaves them out)."""
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from testkit import REPO
@@ -25,14 +23,8 @@ INTEL = "intel-xeon-avx512-amx-host-compatible-downstream-threads{}.json"
 AMD_PIN = "amd-epyc-avx512bf16-onednn-downstream-threads{}.json"
 INTEL_PIN = "intel-xeon-avx512-amx-onednn-downstream-threads{}.json"
 AMD_AVX512_COMPATIBLE = "amd-epyc-avx512bf16-compatible-downstream-threads{}.json"
-
-
-def has_avx512() -> bool:
-    """This CPU has AVX-512 (the classes whose records of the pin agree); False where /proc/cpuinfo says not."""
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
+# the three pins' records of an AMD EPYC with AVX2 only (benchmarks/pin_candidates.sh, 2026-11-30)
+AMD_AVX2 = "amd-epyc-avx2-{}-downstream-threads{}.json"
 
 
 def first_difference(mine: dict, recorded: dict) -> str | None:
@@ -82,10 +74,27 @@ def test_the_pins_records_of_both_vendors_agree_entry_for_entry(threads):
     assert first_difference(compatible, amd) is not None  # the probe tells the two pins apart
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("variant", ["onednn", "onednn-quantized", "compatible"])
+def test_an_avx2_only_cpus_records_agree_with_the_xeons_under_every_pin(variant, threads):
+    avx2 = record(AMD_AVX2.format(variant, threads))
+    intel = record(
+        INTEL.format(threads)
+        if variant == "compatible"
+        else f"intel-xeon-avx512-amx-{variant}-downstream-threads{threads}.json"
+    )
+    assert (avx2["cpu_vendor"], intel["cpu_vendor"]) == ("AuthenticAMD", "GenuineIntel")
+    assert avx2["capability"] == "AVX2" and avx2["pin"] == intel["pin"] == cpu.PINNED and avx2["variant"] == variant
+    # the Xeon's former-pin record took bitsandbytes at 2 threads alone; the two oneDNN ones at both
+    all_steps_agree(avx2, intel, bitsandbytes=variant != "compatible" or threads == 2)
+    if variant == "onednn-quantized":  # the candidate's QLoRA steps are not the pin's: the probe tells them apart
+        pin = record(AMD_AVX2.format("onednn", threads))
+        assert first_difference(pin, avx2) is None  # the pretraining: full fine-tuning, the same products
+        for name in ("lora quant=int8", "lora quant=nf4"):
+            assert first_difference(pin["downstream"][name], avx2["downstream"][name]) is not None, name
+
+
 @pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-64 CPUs only")
-@pytest.mark.xfail(
-    not has_avx512(), reason="no AVX2-only CPU has recorded oneDNN's products: the first run here says", strict=False
-)
 def test_this_cpu_gives_the_intel_xeons_pinned_steps(tmp_path):
     out = tmp_path / "here.json"
     env = {key: value for key, value in os.environ.items() if key not in (*cpu.PINNED, cpu.PRODUCTS_SWITCH)}
