@@ -10,13 +10,13 @@
 # through oneDNN), one step-probe record per pin and thread count (three steps of the pretraining and of every
 # default-study configuration) with its comparison against the Intel Xeon's committed record of the same pin
 # (benchmarks/step_probe/intel-xeon-avx512-amx-*), and bench-pin.json (each pin's cost against the unpinned
-# step, the default study's model, batch 128). The pins: onednn (the pin since 2026-11-29, every Linear's products
-# through oneDNN at AVX2: peftlab.models.products) and compatible (the pin before it, MKL's COMPATIBLE branch, which
-# archives of its runs rerun with), and on a CPU with AVX-512 onednn-avx512 (the pin's products at AVX512_CORE: a
-# candidate for AVX-512 CPUs alone, its cost the bench's AVX512_CORE line), and onednn-quantized (the pin with a
-# quantized base's backward products through oneDNN too: bitsandbytes' int8 layers, peftlab's 4-bit ones; a
-# candidate for every x86 CPU, its cost quantized-step.json: benchmarks/quantized_backward_step.py, the QLoRA steps
-# under the pin and under it in one process). Copy OUT_DIR's records into
+# step, the default study's model, batch 128). The pins: onednn-quantized (the pin since 2026-11-30: every Linear's
+# products through oneDNN at AVX2, peftlab.models.products, a quantized base's backward products too; its cost
+# against onednn's in quantized-step.json: benchmarks/quantized_backward_step.py, the QLoRA steps under both in one
+# process), onednn (the pin of 2026-11-29, a quantized base's backward in MKL's COMPATIBLE branch) and compatible
+# (the pin before it, every product in MKL's COMPATIBLE branch), which archives of their runs rerun with, and on a
+# CPU with AVX-512 onednn-avx512 (onednn's products at AVX512_CORE: a candidate for AVX-512 CPUs alone, its cost the
+# bench's AVX512_CORE line). Copy OUT_DIR's records into
 # benchmarks/step_probe/ under the CPU's name;
 # "every entry equal" on every line of a pin means this CPU computes its bits. The whole default study under
 # the former pin's base is compared run by run with the Intel Xeon's by benchmarks/compare_study.py (its

@@ -1,4 +1,6 @@
-"""The candidate ``onednn-quantized`` against the pin: a QLoRA step of the default study, side by side in one process.
+"""The pin (``onednn-quantized``, a candidate until 2026-11-30) against the pin of 2026-11-29 (``onednn``): a QLoRA
+step of the default study, side by side in one process. The JSON keeps the names of when it was measured as a
+candidate: "pin" is the pin of 2026-11-29, "candidate" the pin since 2026-11-30.
 
     python benchmarks/quantized_backward_step.py [--repeats 5] [--steps 10] [--json FILE]
 

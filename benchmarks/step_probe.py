@@ -24,12 +24,13 @@ its model holds bitsandbytes layers, whose kernels choose their code by the CPU 
 ``--variant`` computes the step another way, to find what makes two CPUs agree (``VARIANTS``): MKL's AVX2 branch
 (``avx2``, the pin until 2026-11-27), or every product in MKL's COMPATIBLE branch (``compatible``, the pin until
 2026-11-29), or every ``nn.Linear`` as ``x @ W^T`` then ``+ b`` instead of MKL's ``addmm`` (it does not reach
-peftlab's fused q/k/v, which calls ``addmm`` itself). The pin (``pin``, the same as ``onednn``) computes every
-product of a Linear (forward and both backward products, peftlab's fused q/k/v and LoRA factors included) through
-oneDNN at the pin's AVX2 cap (``peftlab.models.products``), at about half COMPATIBLE's cost. Two candidates:
-``onednn-avx512`` (its products at AVX512_CORE, for AVX-512 CPUs alone) and ``onednn-quantized`` (a quantized base's
-backward products through oneDNN too, which the pin leaves in MKL's COMPATIBLE branch; on an Intel Xeon its records
-equal the pin's but for the int8 and nf4 steps, which first differ at their first backward entry).
+peftlab's fused q/k/v, which calls ``addmm`` itself). ``onednn`` (the pin of 2026-11-29) computes every product of a
+Linear (forward and both backward products, peftlab's fused q/k/v and LoRA factors included) through oneDNN at the
+pin's AVX2 cap (``peftlab.models.products``), at about half COMPATIBLE's cost. The pin (``pin``, the same as
+``onednn-quantized``, a candidate until 2026-11-30) takes a quantized base's backward products through oneDNN too,
+which ``onednn`` leaves in MKL's COMPATIBLE branch: their records are equal but for the int8 and nf4 steps, which
+first differ at their first backward entry. A candidate: ``onednn-avx512`` (``onednn``'s products at AVX512_CORE, for
+AVX-512 CPUs alone).
 Compare a variant's record with another CPU's record of the same variant. Measured (issue 80): in MKL's AVX2 branch
 an Intel Xeon with AMX and AMD EPYCs part at step 0's ``fwd blocks.0.attn.qkv`` (812 of 828 pretraining entries
 differ at 2 threads), bias apart or not; in its COMPATIBLE branch every entry agreed at 1 and 2 threads (AMD EPYC
@@ -70,12 +71,17 @@ VARIANTS = {
     "avx2-bias-apart": ({"MKL_CBWR": "AVX2,STRICT"}, True, False),
     "compatible": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False, False),
     "compatible-bias-apart": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, True, False),
-    "onednn": ({"MKL_CBWR": "COMPATIBLE,STRICT"}, False, True),
-    # oneDNN's products at AVX512_CORE, all else the pin's: a candidate for AVX-512 CPUs only (an AVX2-only CPU
-    # cannot run them); its cost: `peftlab bench --only pin`, mode pinned_avx512
-    "onednn-avx512": ({"MKL_CBWR": "COMPATIBLE,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, False, True),
-    # the pin with a quantized base's backward products through oneDNN too (bitsandbytes' int8 layers, peftlab's
-    # 4-bit ones): a candidate for every x86 CPU, PEFTLAB_PIN_PRODUCTS=onednn-quantized in a run
+    # the pin of 2026-11-29: every Linear's products through oneDNN, a quantized base's backward in MKL's COMPATIBLE
+    "onednn": ({"MKL_CBWR": "COMPATIBLE,STRICT", "PEFTLAB_PIN_PRODUCTS": "onednn"}, False, True),
+    # oneDNN's products at AVX512_CORE, all else the pin of 2026-11-29's: a candidate for AVX-512 CPUs only (an
+    # AVX2-only CPU cannot run them); its cost: `peftlab bench --only pin`, mode pinned_avx512
+    "onednn-avx512": (
+        {"MKL_CBWR": "COMPATIBLE,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "PEFTLAB_PIN_PRODUCTS": "onednn"},
+        False,
+        True,
+    ),
+    # the pin since 2026-11-30 (``pin``): a quantized base's backward products through oneDNN too (bitsandbytes'
+    # int8 layers, peftlab's 4-bit ones), PEFTLAB_PIN_PRODUCTS=onednn-quantized or unset in a run
     "onednn-quantized": ({"MKL_CBWR": "COMPATIBLE,STRICT", "PEFTLAB_PIN_PRODUCTS": "onednn-quantized"}, False, True),
 }
 

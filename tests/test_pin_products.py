@@ -1,11 +1,11 @@
 """The pin's products (``models.products``): a pinned run trains inside ``onednn_products`` and says so in
 ``provenance.arithmetic.products``; ``PEFTLAB_PIN_PRODUCTS=mkl`` (``models.products.SWITCH``) trains one with MKL's
-products, as runs before 2026-11-29 did, recorded without them. Both are vendor-free classes ("Intel or AMD"), and
-two classes: a run of one is never judged against records of the other. MKL's branch is still read through its own
-sgemm; an unpinned run ignores the switch; another value is a one-line error. The runs are trained as a notebook
-trains them (``peftlab.train`` after torch ran unpinned: in the test's process, whose torch runs unpinned as a
-kernel's does), so through the API's pinned child, which is ``peftlab train`` started with the pin and the caller's
-environment."""
+products, as runs before 2026-11-29 did, recorded without them, and ``=onednn`` as runs of 2026-11-29 did. Both are
+vendor-free classes ("Intel or AMD"), and two classes: a run of one is never judged against records of the other. MKL's
+branch is still read through its own sgemm; an unpinned run ignores the switch; another value is a one-line error. The
+runs are trained as a notebook trains them (``peftlab.train`` after torch ran unpinned: in the test's process, whose
+torch runs unpinned as a kernel's does), so through the API's pinned child, which is ``peftlab train`` started with the
+pin and the caller's environment."""
 
 import json
 
@@ -44,35 +44,40 @@ def test_a_pinned_run_records_the_pins_products_and_the_former_pins_run_is_a_cla
     for record in (pinned, former):
         assert record["status"] == "completed" and record["provenance"]["arithmetic"]["pinned"] is True
         assert record["provenance"]["arithmetic"]["mkl_branch"] == "COMPATIBLE,STRICT"  # MKL's own sgemm, past the mode
-    assert pinned["provenance"]["arithmetic"]["products"] == products.ONEDNN_PRODUCTS
+    assert pinned["provenance"]["arithmetic"]["products"] == products.QUANTIZED
     assert former["provenance"]["arithmetic"]["products"] is None
     weights = [(tmp_path / name / "adapter.safetensors").read_bytes() for name in ("pinned", "former")]
     assert weights[0] != weights[1]  # other products, other bits
     mine, theirs = machine_class(pinned), machine_class(former)
     assert mine != theirs and mine["cpu_vendor"] == theirs["cpu_vendor"] == "Intel or AMD"
-    assert "products through oneDNN AVX2" in machine_class_text(mine)
+    assert "products through oneDNN AVX2, quantized bases' backward too" in machine_class_text(mine)
     assert "products through" not in machine_class_text(theirs)
     arithmetic = pinned["provenance"]["arithmetic"]
-    assert pinned_arithmetic(arithmetic).endswith("MKL COMPATIBLE,STRICT, products through oneDNN AVX2")
+    assert pinned_arithmetic(arithmetic).endswith("MKL COMPATIBLE,STRICT, products through " + products.QUANTIZED)
 
 
 def test_another_value_of_the_switch_is_a_one_line_error_naming_it(monkeypatch):
     monkeypatch.setenv(products.SWITCH, "mkl-avx512")
-    with pytest.raises(ConfigError, match=r"PEFTLAB_PIN_PRODUCTS='mkl-avx512': expected mkl"):
+    with pytest.raises(ConfigError, match=r"PEFTLAB_PIN_PRODUCTS='mkl-avx512': expected onednn-quantized"):
         products.pinned_run_products(True)
     monkeypatch.setenv(products.SWITCH, "mkl")
     with products.pinned_run_products(True):
-        assert products.products_record() is None  # MKL's products: the former pin
+        assert products.products_record() is None  # MKL's products: the pin before 2026-11-29
+    if cpu.applies():
+        monkeypatch.setenv(products.SWITCH, "onednn")
+        with products.pinned_run_products(True):
+            assert products.products_record() == products.ONEDNN_PRODUCTS  # the pin of 2026-11-29
+            assert not products.quantized_backward()
     monkeypatch.delenv(products.SWITCH)
     with products.pinned_run_products(False):
         assert products.products_record() is None  # an unpinned run: the CPU's own arithmetic
     if cpu.applies():
         with products.pinned_run_products(True):
-            assert products.products_record() == products.ONEDNN_PRODUCTS  # unset: the pin's
+            assert products.products_record() == products.QUANTIZED and products.quantized_backward()  # unset
 
 
 @pytest.mark.skipif(not cpu.applies(), reason="the pin's switches exist for x86-64 CPUs only")
-def test_a_cached_base_of_the_former_pins_products_is_trained_again_and_the_candidates_serves_the_pin(
+def test_a_cached_base_of_mkls_products_is_trained_again_and_one_of_either_onednn_pin_serves_both(
     tmp_path, monkeypatch
 ):
     from peftlab.config.schema import config_hash, load_config
@@ -97,16 +102,15 @@ def test_a_cached_base_of_the_former_pins_products_is_trained_again_and_the_cand
         monkeypatch.setenv(products.SWITCH, "mkl")  # an archive's rerun of the former pin's runs
         assert (cached_manifest(cfg, tmp_path) or None) == (mkl and entry)
         assert other_products(run, cfg) is (mkl is None)
-        monkeypatch.setenv(products.SWITCH, "onednn-quantized")  # the candidate pretrains as the pin does
+        monkeypatch.setenv(products.SWITCH, "onednn")  # the pin of 2026-11-29 pretrains as the pin does
         assert (cached_manifest(cfg, tmp_path) or None) == (pin and entry)
         assert other_products(run, cfg) is (pin is None)
-    # a base the candidate trained (its run records the candidate's products) serves the pin and the candidate,
-    # not the former pin's MKL products
+    # a base the pin trained (its run records the pin's products) serves the pin and that of 2026-11-29, not MKL's
     entry = {**manifest, "products": products.QUANTIZED}
     (tmp_path / "manifest.json").write_text(json.dumps(entry))
     done = {"status": "completed", "provenance": {"arithmetic": {"products": products.QUANTIZED}}}
     (run / "result.json").write_text(json.dumps(done))
-    for switch, served in (("", True), ("onednn-quantized", True), ("mkl", False)):
+    for switch, served in (("", True), ("onednn-quantized", True), ("onednn", True), ("mkl", False)):
         monkeypatch.setenv(products.SWITCH, switch)
         assert (cached_manifest(cfg, tmp_path) or None) == (served and entry or None), switch
         assert other_products(run, cfg) is not served, switch

@@ -73,7 +73,7 @@ def test_a_torch_first_process_trains_a_pinned_run_with_the_commands_weights(tmp
         # the CPU's vendor and model and MKL's branch: COMPATIBLE,STRICT on either vendor
         assert arithmetic["cpu_vendor"] in ("GenuineIntel", "AuthenticAMD") and arithmetic["cpu_model"]
         assert arithmetic["mkl_branch"] == "COMPATIBLE,STRICT"
-        assert arithmetic["products"] == cpu.PRODUCTS_ONEDNN  # every Linear's products through oneDNN
+        assert arithmetic["products"] == cpu.PRODUCTS_PIN  # every Linear's products through oneDNN
         assert provenance["hardware"]["cpu_capability"] == "AVX2"
         assert provenance["fused_adamw"] is True
 

@@ -1,8 +1,8 @@
-"""The candidate ``onednn-quantized`` (issue 87): a quantized base's backward products through oneDNN, not MKL's
-COMPATIBLE branch where bitsandbytes' int8 layers and peftlab's 4-bit ones call them under the pin. Under it an
-int8 layer trains with bitsandbytes' forward bit for bit and its input gradient is oneDNN's product; under the pin
-nothing changes. Its runs record their own products, a class of their own until another vendor's record agrees;
-the committed Intel records differ from the pin's in the two quantized configurations alone."""
+"""The pin's quantized bases (issue 87; a candidate, ``onednn-quantized``, until 2026-11-30): a quantized base's
+backward products through oneDNN, not MKL's COMPATIBLE branch where bitsandbytes' int8 layers and peftlab's 4-bit ones
+call them under the pin of 2026-11-29 (``PEFTLAB_PIN_PRODUCTS=onednn``). Under the pin an int8 layer trains with
+bitsandbytes' forward bit for bit and its input gradient is oneDNN's product; under that of 2026-11-29 nothing
+changes. The committed Intel records of the two differ in the two quantized configurations alone."""
 
 import json
 
@@ -20,7 +20,7 @@ bnb = pytest.importorskip("bitsandbytes")
 
 
 def int8_layers(in_features: int, out_features: int):
-    """bitsandbytes' int8 layer and the candidate's, the same weights, in training mode."""
+    """bitsandbytes' int8 layer and the pin's (``CandidateLinear8bitLt``), the same weights, in training mode."""
     from peftlab.quant.int8 import CandidateLinear8bitLt
 
     torch.manual_seed(0)
@@ -56,12 +56,12 @@ def through_onednn(monkeypatch) -> list:
     return shapes
 
 
-def test_under_the_candidate_an_int8_layer_trains_as_bitsandbytes_forward_its_input_gradient_through_onednn(
+def test_under_the_pin_an_int8_layer_trains_as_bitsandbytes_forward_its_input_gradient_through_onednn(
     through_onednn,
 ):
     plain, candidate = int8_layers(96, 48)
     x, grad = torch.randn(3, 5, 96) * 3, torch.randn(3, 5, 48)
-    want_out, want_grad = trained(plain, x, grad, products.ONEDNN_PRODUCTS)  # the pin: bitsandbytes' own
+    want_out, want_grad = trained(plain, x, grad, products.ONEDNN_PRODUCTS)  # 2026-11-29's pin: bitsandbytes' own
     same_out, same_grad = trained(candidate, x, grad, products.ONEDNN_PRODUCTS)
     assert torch.equal(same_out, want_out) and torch.equal(same_grad, want_grad)  # the class alone changes nothing
     assert not through_onednn
@@ -73,7 +73,7 @@ def test_under_the_candidate_an_int8_layer_trains_as_bitsandbytes_forward_its_in
     assert torch.equal(candidate.weight.data, candidate.state.CB)  # as bitsandbytes' forward leaves the layer
 
 
-def test_under_the_candidate_a_4bit_layers_input_gradient_goes_through_onednn(through_onednn):
+def test_under_the_pin_a_4bit_layers_input_gradient_goes_through_onednn(through_onednn):
     from peftlab.quant.bases import quantized_linear
     from peftlab.quant.step import dequantize_into_buffer
 
@@ -85,31 +85,32 @@ def test_under_the_candidate_a_4bit_layers_input_gradient_goes_through_onednn(th
     _, candidate = trained(layer, x, grad, products.QUANTIZED)
     assert through_onednn == [((4, 32), (32, 64))]
     weight = dequantize_into_buffer(layer.weight, layer.weight.quant_state).clone()
-    assert torch.equal(pinned, grad @ weight)  # the pin: ``@`` as autograd calls it, MKL's COMPATIBLE branch
+    assert torch.equal(pinned, grad @ weight)  # 2026-11-29's pin: ``@`` as autograd calls it, MKL's COMPATIBLE branch
     assert torch.equal(candidate, products._product(grad, weight.t()))
 
 
-def test_the_candidates_switch_builds_its_int8_layer_records_its_products_and_reruns_with_them(monkeypatch):
+def test_the_pin_builds_its_int8_layer_records_its_products_and_an_earlier_pins_runs_rerun_with_theirs(monkeypatch):
     from peftlab.quant.bases import int8_layer_class
     from peftlab.quant.int8 import CandidateLinear8bitLt
 
-    monkeypatch.delenv(products.SWITCH, raising=False)
+    monkeypatch.setenv(products.SWITCH, "onednn")  # the pin of 2026-11-29: bitsandbytes' own layer
     assert int8_layer_class(bnb) is bnb.nn.Linear8bitLt
-    monkeypatch.setenv(products.SWITCH, "onednn-quantized")
+    with products.onednn_products():  # the switch read where no products are given (benchmarks/step_probe.py)
+        assert not products.quantized_backward()
+    monkeypatch.delenv(products.SWITCH)  # unset: the pin's
     if cpu.applies():
         assert int8_layer_class(bnb) is CandidateLinear8bitLt
         with products.pinned_run_products(True):
             assert products.products_record() == products.QUANTIZED and products.quantized_backward()
-    with products.onednn_products():  # the switch read where no products are given (benchmarks/step_probe.py)
-        assert products.quantized_backward()
-    monkeypatch.delenv(products.SWITCH)
     with products.onednn_products():
-        assert not products.quantized_backward()
+        assert products.quantized_backward()
     record = {"environment": {"arithmetic": {"pinned": True, "products": products.QUANTIZED}}}
-    assert products_environment(record) == {products.SWITCH: "onednn-quantized"}
+    assert products_environment(record) == {}  # the pin's: no switch
+    record["environment"]["arithmetic"]["products"] = products.ONEDNN_PRODUCTS
+    assert products_environment(record) == {products.SWITCH: "onednn"}
     arithmetic = {"pinned": True, "mkl_branch": "COMPATIBLE,STRICT", "cpu_vendor": "GenuineIntel"}
     assert class_vendor({**arithmetic, "products": products.ONEDNN_PRODUCTS}) == "Intel or AMD"
-    assert class_vendor({**arithmetic, "products": products.QUANTIZED}) == "GenuineIntel"  # no other vendor's yet
+    assert class_vendor({**arithmetic, "products": products.QUANTIZED}) == "Intel or AMD"  # an AMD EPYC's agree
 
 
 def entries(record: list[dict]) -> list[list[str]]:
@@ -117,9 +118,10 @@ def entries(record: list[dict]) -> list[list[str]]:
     return [entry for step in record for entry in step["entries"]]
 
 
-def test_the_candidates_intel_records_differ_from_the_pins_in_the_quantized_configurations_alone():
+def test_the_pins_intel_records_differ_from_the_former_pins_in_the_quantized_configurations_alone():
     """benchmarks/step_probe/: at 1 and 2 threads every entry of the pretraining and of the six fp32 configurations
-    equals the pin's record, and the int8 and nf4 steps first differ at a backward entry (the forward is the same)."""
+    equals the former pin's record, and the int8 and nf4 steps first differ at a backward entry (the forward is the
+    same)."""
     records = REPO / "benchmarks" / "step_probe"
     for threads in (1, 2):
         name = "intel-xeon-avx512-amx-onednn{}-downstream-threads" + str(threads) + ".json"

@@ -336,9 +336,9 @@ def test_another_vendor_is_noted_only_where_the_pin_depends_on_the_vendor(monkey
 
 
 def test_the_reruns_compute_the_products_the_runs_recorded():
-    """An archive of pinned runs of MKL's products (the pin before 2026-11-29: no products recorded) reruns with
-    them (reproduce sets MKL's switch); one of the pin's products (oneDNN's) or of unpinned runs sets nothing, and
-    reproduce removes a switch its shell left set."""
+    """An archive of pinned runs of MKL's products (the pin before 2026-11-29: no products recorded) reruns with them
+    (reproduce sets MKL's switch), of the pin of 2026-11-29's its switch; one of the pin's products or of unpinned
+    runs sets nothing, and reproduce removes a switch its shell left set."""
     from peftlab.analysis.archive.rerun import products_environment
     from peftlab.utils import cpu
 
@@ -348,7 +348,8 @@ def test_the_reruns_compute_the_products_the_runs_recorded():
         }
 
     assert products_environment(record(None)) == {cpu.PRODUCTS_SWITCH: cpu.PRODUCTS_MKL}
-    assert products_environment(record(cpu.PRODUCTS_ONEDNN)) == products_environment({}) == {}
+    assert products_environment(record(cpu.PRODUCTS_PIN)) == products_environment({}) == {}
+    assert products_environment(record(cpu.PRODUCTS_ONEDNN)) == {cpu.PRODUCTS_SWITCH: "onednn"}  # 2026-11-29's
     unpinned = record(None)
     unpinned["environment"]["arithmetic"]["pinned"] = False
     assert products_environment(unpinned) == {}

@@ -116,7 +116,7 @@ def test_on_the_headers_own_class_a_moved_row_is_not_reproduced_even_within_the_
     assert reproduced_line(*files).startswith("Not reproduced: ")
 
 
-@pytest.mark.parametrize("products", [None, "oneDNN AVX2"])
+@pytest.mark.parametrize("products", [None, "oneDNN AVX2", "oneDNN AVX2, quantized bases' backward too"])
 def test_under_a_vendor_free_pin_an_intel_machine_is_in_an_amd_headers_class(tmp_path, products):
     """The default study's header names no vendor (MKL COMPATIBLE: record.VENDOR_FREE_BRANCHES, and the pin's
     oneDNN products: VENDOR_FREE_PRODUCTS): an Intel CPU's runs are judged bit for bit against it, and a moved

@@ -72,4 +72,4 @@ def test_a_smaller_copy_of_the_default_study_gives_the_pinned_numbers(tmp_path):
     correct = {v: round(float(r["metrics.test_top1"]) * TEST_IMAGES) for v, r in rows.items()}
     assert correct == EXPECTED, str(sorted(correct.items()))
     products = {json.loads(path.read_text())["provenance"]["arithmetic"]["products"] for path in runs(tmp_path)}
-    assert products == ({"oneDNN AVX2"} if cpu.applies() else {None})  # the pin's products (x86)
+    assert products == ({cpu.PRODUCTS_PIN} if cpu.applies() else {None})  # the pin's products (x86)

@@ -68,7 +68,7 @@ def test_finished_pinned_runs_of_another_pins_products_are_named_and_refused(tmp
         pytest.skip("the pin's products exist for x86-64 CPUs only")
     monkeypatch.delenv(cpu.PRODUCTS_SWITCH, raising=False)
     study = tmp_path / "study"
-    pinned_run(study, "runs/aaa", cpu.PRODUCTS_ONEDNN)
+    pinned_run(study, "runs/aaa", cpu.PRODUCTS_PIN)
     pinned_run(study, "runs/bbb", "unpinned")  # the CPU's own arithmetic: no pin to keep
     refuse_other_products(study)  # the pin's own: reused
     pinned_run(study, "tune/lora/runs/ccc", None)  # a run of the pin before 2026-11-29: MKL's products
@@ -78,15 +78,15 @@ def test_finished_pinned_runs_of_another_pins_products_are_named_and_refused(tmp
     assert "\n" not in text and "1 finished pinned run(s)" in text and "tune/lora/runs/ccc" in text
     assert "PEFTLAB_PIN_PRODUCTS=mkl" in text and "another --study-dir" in text
     monkeypatch.setenv(cpu.PRODUCTS_SWITCH, "mkl")  # finishing it as it computed: now runs/aaa is the other one
-    with pytest.raises(UserError, match=r"first: runs/aaa.*PEFTLAB_PIN_PRODUCTS=onednn"):
+    with pytest.raises(UserError, match=r"first: runs/aaa.*PEFTLAB_PIN_PRODUCTS=onednn-quantized"):
         refuse_other_products(study)
 
 
-def test_runs_of_the_candidates_products_or_of_products_no_switch_computes_are_refused_naming_what_to_do(
+def test_runs_of_the_pin_of_11_29s_products_or_of_products_no_switch_computes_are_refused_naming_what_to_do(
     tmp_path, monkeypatch
 ):
-    """The candidate's runs (``onednn-quantized``) are finished with its switch; a run recording products that no
-    value of the switch computes (another version's, or an edited record) gets no switch to set, and says so."""
+    """The runs of the pin of 2026-11-29 (``onednn``) are finished with its switch; a run recording products that
+    no value of the switch computes (another version's, or an edited record) gets no switch to set, and says so."""
     from peftlab.study.stale import refuse_other_products
     from peftlab.utils import cpu
 
@@ -94,11 +94,11 @@ def test_runs_of_the_candidates_products_or_of_products_no_switch_computes_are_r
         pytest.skip("the pin's products exist for x86-64 CPUs only")
     monkeypatch.delenv(cpu.PRODUCTS_SWITCH, raising=False)
     study = tmp_path / "study"
-    pinned_run(study, "runs/aaa", cpu.PRODUCTS_ONEDNN_QUANTIZED)
-    with pytest.raises(UserError, match=r"first: runs/aaa.*set PEFTLAB_PIN_PRODUCTS=onednn-quantized to finish"):
+    pinned_run(study, "runs/aaa", cpu.PRODUCTS_ONEDNN)
+    with pytest.raises(UserError, match=r"first: runs/aaa.*set PEFTLAB_PIN_PRODUCTS=onednn to finish"):
         refuse_other_products(study)
-    monkeypatch.setenv(cpu.PRODUCTS_SWITCH, "onednn-quantized")
-    refuse_other_products(study)  # the candidate's own: reused
+    monkeypatch.setenv(cpu.PRODUCTS_SWITCH, "onednn")
+    refuse_other_products(study)  # that pin's own: reused
     pinned_run(study, "runs/bbb", "oneDNN AVX9")
     with pytest.raises(UserError) as err:
         refuse_other_products(study)

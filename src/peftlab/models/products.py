@@ -23,15 +23,15 @@ dequantization (``int8_vectorwise_quant``, ``int8_mm_dequant``): bitsandbytes' a
 memory, the same bits, 0.74 of an int8 evaluation pass's CPU time with the product's change (benchmarks/README.md).
 
 A quantized base's backward products (bitsandbytes' int8 layers compute their input gradient with ``torch.matmul``
-inside autograd, peftlab's 4-bit ones with ``@``) stay in MKL's COMPATIBLE branch under the pin. The candidate
-``PEFTLAB_PIN_PRODUCTS=onednn-quantized`` (``QUANTIZED``, ``quantized_backward``) takes them through oneDNN too: other
-bits for those runs, so it is a class of its own until another vendor's record agrees.
+inside autograd, peftlab's 4-bit ones with ``@``) go through oneDNN too (``QUANTIZED``, ``quantized_backward``) since
+2026-11-30, when an AMD EPYC's step records and QLoRA runs agreed with an Intel Xeon's (the QLoRA step at 0.66 to
+0.82 of MKL's); the pin of 2026-11-29 left them in MKL's COMPATIBLE branch (``ONEDNN_PRODUCTS``).
 
 A pinned run trains inside ``onednn_products`` (``pinned_run_products``) and records ``provenance.arithmetic.products``
-("oneDNN AVX2", or the candidate's name); a record without it computed with MKL's products.
-``PEFTLAB_PIN_PRODUCTS=mkl`` in a pinned run's environment (``SWITCH``, not a config field) trains with MKL's
-products, as runs recorded before the change did: an archive's rerun sets it for such runs
-(``analysis.archive.rerun.products_environment``), as it sets the candidate's, and the bench times it.
+(``QUANTIZED``'s name, or an earlier pin's); a record without it computed with MKL's products.
+``PEFTLAB_PIN_PRODUCTS=onednn`` or ``=mkl`` in a pinned run's environment (``SWITCH``, not a config field) trains as
+the runs of an earlier pin did: an archive's rerun sets it for such runs
+(``analysis.archive.rerun.products_environment``), and the bench times MKL's.
 """
 
 from __future__ import annotations
@@ -269,11 +269,11 @@ ACTIVE: list[str] = []  # inside ``onednn_products``: the products it computes (
 def onednn_products(products: str | None = None):
     """While it is open (a step's forward and backward inside it): the products through oneDNN. A mode is off
     while autograd runs a backward, so peftlab's own autograd functions compute their backward products with
-    ``mm`` and ``addmm_``, which read ``ACTIVE``. ``products``: the pin's ("oneDNN AVX2") or the candidate's
-    (``QUANTIZED``, see ``quantized_backward``); None: the candidate where ``SWITCH`` asks for it, else the pin's."""
+    ``mm`` and ``addmm_``, which read ``ACTIVE``. ``products``: the pin's (``QUANTIZED``, see ``quantized_backward``)
+    or the pin of 2026-11-29's (``ONEDNN_PRODUCTS``); None: that one where ``SWITCH`` asks for it, else the pin's."""
     if products is None:
-        asked = os.environ.get(SWITCH) == cpu.products_switch(QUANTIZED)
-        products = QUANTIZED if asked else ONEDNN_PRODUCTS
+        asked = os.environ.get(SWITCH) == cpu.products_switch(ONEDNN_PRODUCTS)
+        products = ONEDNN_PRODUCTS if asked else QUANTIZED
     ACTIVE.append(products)
     try:
         with OneDNNProducts():
@@ -283,16 +283,15 @@ def onednn_products(products: str | None = None):
 
 
 def quantized_backward() -> bool:
-    """Whether a quantized base's backward products go through oneDNN here: the candidate ``onednn-quantized``
-    (``QUANTIZED``), not the pin, whose runs compute them in MKL's COMPATIBLE branch as bitsandbytes' int8 layers
-    and peftlab's 4-bit ones call them (``quant.step``). It changes those runs' bits, so it becomes the pin only when
-    another vendor's record agrees (``benchmarks/pin_candidates.sh``)."""
+    """Whether a quantized base's backward products go through oneDNN here: the pin's (``QUANTIZED``), not the
+    pin of 2026-11-29's, whose runs computed them in MKL's COMPATIBLE branch as bitsandbytes' int8 layers and
+    peftlab's 4-bit ones call them (``quant.step``)."""
     return bool(ACTIVE) and ACTIVE[-1] == QUANTIZED
 
 
 def quantized_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``grad @ weight`` (grad (..., N), weight (N, K)) of a quantized base's backward: through oneDNN under the
-    candidate (``quantized_backward``), else as ``@`` computes it (the pin: MKL's COMPATIBLE branch)."""
+    pin (``quantized_backward``), else as ``@`` computes it (the pin of 2026-11-29: MKL's COMPATIBLE branch)."""
     if not quantized_backward():
         return grad @ weight
     return mm(grad.reshape(-1, grad.shape[-1]), weight).view(*grad.shape[:-1], weight.shape[1])
@@ -312,12 +311,12 @@ def addmm_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     return target.addmm_(a, b)
 
 
-SWITCH = cpu.PRODUCTS_SWITCH  # "mkl": a pinned run's products in MKL's COMPATIBLE branch (the former pin)
-ONEDNN_PRODUCTS = cpu.PRODUCTS_ONEDNN  # provenance.arithmetic.products of a pinned run
+SWITCH = cpu.PRODUCTS_SWITCH  # "onednn" or "mkl": a pinned run's products as an earlier pin computed them
+ONEDNN_PRODUCTS = cpu.PRODUCTS_ONEDNN  # provenance.arithmetic.products of a pinned run of 2026-11-29
 pinned_products = cpu.pinned_products  # the products a run computes in this environment (torch-free, in utils.cpu)
 
 
-QUANTIZED = cpu.PRODUCTS_ONEDNN_QUANTIZED  # the candidate's products (``quantized_backward``)
+QUANTIZED = cpu.PRODUCTS_ONEDNN_QUANTIZED  # the pin's products (``quantized_backward``), since 2026-11-30
 
 
 def pinned_run_products(reproducible: bool):
@@ -327,6 +326,6 @@ def pinned_run_products(reproducible: bool):
 
 
 def products_record() -> str | None:
-    """provenance.arithmetic.products: "oneDNN AVX2" inside ``onednn_products`` (or the candidate's name), None
-    where MKL computes them."""
+    """provenance.arithmetic.products: inside ``onednn_products`` the products it computes (``QUANTIZED``'s name or
+    ``ONEDNN_PRODUCTS``), None where MKL computes them."""
     return ACTIVE[-1] if ACTIVE else None

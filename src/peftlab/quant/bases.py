@@ -154,8 +154,9 @@ def quantized_linear(linear: nn.Linear, quant: QuantConfig, device: torch.device
 
 
 def int8_layer_class(bnb) -> type:
-    """bitsandbytes' ``Linear8bitLt``; under the candidate ``onednn-quantized`` (``utils.cpu.PRODUCTS_SWITCH``)
-    peftlab's subclass, whose training input gradient goes through oneDNN (``quant.int8``)."""
+    """peftlab's subclass of bitsandbytes' ``Linear8bitLt`` whose pinned training input gradient goes through
+    oneDNN (``quant.int8``), the pin's products; bitsandbytes' own where ``utils.cpu.PRODUCTS_SWITCH`` asks for an
+    earlier pin's."""
     if pinned_products(True) != PRODUCTS_ONEDNN_QUANTIZED:
         return bnb.nn.Linear8bitLt
     from peftlab.quant.int8 import CandidateLinear8bitLt  # imports bitsandbytes

@@ -1,13 +1,14 @@
-"""An int8 base's training matmul with its input gradient through oneDNN: the candidate ``onednn-quantized``.
+"""An int8 base's training matmul with its input gradient through oneDNN: the pin's products since 2026-11-30.
 
-bitsandbytes trains through an int8 layer on a CPU with ``MatMul8bitFp``: the forward dequantizes the int8 weight
-(``CB * SCB / 127``) and calls ``F.linear``, which the pin's mode routes to oneDNN; the backward computes the input
-gradient with ``torch.matmul`` inside autograd, where no mode reaches, so under the pin it runs in MKL's COMPATIBLE
-branch (5.7 of an int8 LoRA run's 42 CPU seconds). ``CandidateLinear8bitLt`` is bitsandbytes' ``Linear8bitLt``
-(the same parameters, state dict and PEFT dispatch) whose training forward, under the candidate
-(``models.products.quantized_backward``), is ``Int8Matmul``: bitsandbytes' forward, operation for operation, and
-the input gradient through oneDNN. Elsewhere (the pin, evaluation, other devices and dtypes) it is bitsandbytes'
-own. ``quant.bases.quantized_linear`` builds it only under the candidate's switch.
+bitsandbytes trains through an int8 layer on a CPU with ``MatMul8bitFp``: the forward dequantizes the int8 weight (``CB
+* SCB / 127``) and calls ``F.linear``, which the pin's mode routes to oneDNN; the backward computes the input gradient
+with ``torch.matmul`` inside autograd, where no mode reaches, so under the pin of 2026-11-29 it ran in MKL's COMPATIBLE
+branch (5.7 of an int8 LoRA run's 42 CPU seconds). ``CandidateLinear8bitLt`` is bitsandbytes' ``Linear8bitLt`` (the same
+parameters, state dict and PEFT dispatch) whose pinned training forward (``models.products.quantized_backward``) is
+``Int8Matmul``: bitsandbytes' forward, operation for operation, and the input gradient through oneDNN. Elsewhere
+(unpinned, an earlier pin, evaluation, other devices and dtypes) it is bitsandbytes' own.
+``quant.bases.quantized_linear`` builds it unless the switch asks for an earlier pin's products (the name is from when
+it was a candidate, ``PEFTLAB_PIN_PRODUCTS=onednn-quantized``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Int8Matmul(torch.autograd.Function):
 
 
 class CandidateLinear8bitLt(bnb.nn.Linear8bitLt):
-    """bitsandbytes' ``Linear8bitLt`` training through ``Int8Matmul`` under the candidate; bitsandbytes' own
+    """bitsandbytes' ``Linear8bitLt`` training through ``Int8Matmul`` under the pin; bitsandbytes' own
     forward otherwise."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

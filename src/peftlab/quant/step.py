@@ -125,7 +125,7 @@ class BufferedMatmul4bit(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         grad_x = grad_bias = None
-        if ctx.needs_input_grad[0]:  # MKL's under the pin, oneDNN's under the candidate onednn-quantized
+        if ctx.needs_input_grad[0]:  # oneDNN's under the pin, MKL's under that of 2026-11-29
             grad_x = products.quantized_input_grad(grad, dequantize_into_buffer(ctx.packed, ctx.state))
         if ctx.needs_input_grad[2]:  # bitsandbytes' sum over the first dim; autograd sums the rest
             grad_bias = grad.sum(0)

@@ -156,9 +156,9 @@ class Provenance(TypedDict):
     versions: dict  # python and the packages that compute (torch, timm, peft, ...)
     hardware: dict  # platform, CPU, cpu_flags, ATen's cpu_capability, device, GPU (gpu_uuid), CUDA_VISIBLE_DEVICES
     # whether the CPU arithmetic was pinned (train.reproducible), bitsandbytes' 4-bit kernel, the CPU's vendor
-    # and model, the branch MKL computes in (mkl_branch: COMPATIBLE,STRICT pinned) and products ("oneDNN AVX2": a
-    # pinned run's Linear products; null: MKL's, as unpinned runs, pinned runs before 2026-11-29 and those under
-    # PEFTLAB_PIN_PRODUCTS=mkl compute them)
+    # and model, the branch MKL computes in (mkl_branch: COMPATIBLE,STRICT pinned) and products (a pinned run's:
+    # "oneDNN AVX2, quantized bases' backward too" since 2026-11-30, "oneDNN AVX2" before; null: MKL's, as unpinned
+    # runs, pinned runs before 2026-11-29 and those under PEFTLAB_PIN_PRODUCTS=mkl compute them)
     arithmetic: dict
     malloc: dict  # train.malloc as applied: mode, allocator (glibc and its version, or system), fixed mmap_threshold
     threads: int  # torch's threads (train.threads; null: OMP_NUM_THREADS, else 2 if reproducible, else physical cores)

@@ -1,19 +1,18 @@
 """The same seed, the same numbers on AVX2 and AVX-512, Intel and AMD CPUs (``train.reproducible``).
 
-torch's CPU build picks its code by the CPU it finds: MKL (matmuls), oneDNN (convolutions) and
-ATen's vectorized kernels (softmax, GELU, layer norm, reductions) each have AVX2 and AVX-512
-versions that round differently, so one seed trains to other weights on the two kinds of CPU
-this project runs on (the MNIST base: 95.84% vs 95.38%). Each library reads an environment
-variable that caps it at AVX2 code, once, when it first runs: ``pin_arithmetic`` sets them
-before torch is imported. Measured on an AVX512-BF16 machine: pinned, a pretraining and a LoRA
-run gave the AVX2 machines' numbers exactly (see docs/run-directory.md, "Numbers across CPUs").
-Across vendors: MKL honours its AVX2 branch on Intel CPUs only (an AMD CPU computes in AUTO), and under it
-an Intel Xeon's training step parted from AMD EPYCs' at the first biased Linear (benchmarks/step_probe.py);
-MKL's COMPATIBLE branch, honoured on both, gave every entry of the Xeon's steps, so it is the pin's branch (about
-2 to 2.5 times a step's CPU time: ``peftlab bench --only pin``), and a pinned run computes its Linear products
-through oneDNN at AVX2 instead (``models.products``: the same bits on both vendors at about 0.55 of COMPATIBLE's
-step). PyTorch's unfused CPU AdamW parted them too (its square root is MKL's vector math), so a pinned run takes
-the fused one (``training.runtime.fused_adamw``; benchmarks/arith_hashes.py).
+torch's CPU build picks its code by the CPU it finds: MKL (matmuls), oneDNN (convolutions) and ATen's vectorized
+kernels (softmax, GELU, layer norm, reductions) each have AVX2 and AVX-512 versions that round differently, so one
+seed trains to other weights on the two kinds of CPU this project runs on (the MNIST base: 95.84% vs 95.38%). Each
+library reads an environment variable that caps it at AVX2 code, once, when it first runs: ``pin_arithmetic`` sets
+them before torch is imported. Measured on an AVX512-BF16 machine: pinned, a pretraining and a LoRA run gave the
+AVX2 machines' numbers exactly (see docs/run-directory.md, "Numbers across CPUs"). Across vendors: MKL honours its
+AVX2 branch on Intel CPUs only (an AMD CPU computes in AUTO), and under it an Intel Xeon's training step parted
+from AMD EPYCs' at the first biased Linear (benchmarks/step_probe.py); MKL's COMPATIBLE branch, honoured on both,
+gave every entry of the Xeon's steps, so it is the pin's branch (about 2 to 2.5 times a step's CPU time: ``peftlab
+bench --only pin``), and a pinned run computes its Linear products through oneDNN at AVX2 instead
+(``models.products``: the same bits on both vendors at about 0.55 of COMPATIBLE's step), a quantized base's
+backward products too since 2026-11-30. PyTorch's unfused CPU AdamW parted them too (its square root is MKL's
+vector math), so a pinned run takes the fused one (``training.runtime.fused_adamw``; benchmarks/arith_hashes.py).
 
 This module never imports torch: it must run before torch is.
 """
@@ -43,22 +42,23 @@ def arithmetic_pinned() -> bool:
     return not applies() or all(os.environ.get(name) == value for name, value in PINNED.items())
 
 
-# A pinned run's products go through oneDNN at AVX2 (models.products), recorded as provenance.arithmetic.products
-# = PRODUCTS_ONEDNN; PRODUCTS_SWITCH=PRODUCTS_MKL (not a config field) computes them in MKL's COMPATIBLE branch, the
-# former pin, as the runs recorded before 2026-11-29 did (their products: None). PRODUCTS_SWITCH=onednn-quantized, a
-# candidate (issue 87), also takes a quantized base's backward products (bitsandbytes' int8 layers, peftlab's 4-bit
-# ones) through oneDNN: recorded as PRODUCTS_ONEDNN_QUANTIZED, a class of its own until another vendor's record
-# agrees with this CPU's (benchmarks/pin_candidates.sh)
+# A pinned run's products go through oneDNN at AVX2 (models.products), a quantized base's backward products
+# (bitsandbytes' int8 layers, peftlab's 4-bit ones) too since 2026-11-30, when an AMD EPYC's records of them agreed
+# with an Intel Xeon's (benchmarks/pin_candidates.sh): recorded as provenance.arithmetic.products =
+# PRODUCTS_ONEDNN_QUANTIZED. PRODUCTS_SWITCH (not a config field) computes as an earlier pin did, for its archives
+# and its unfinished studies: "onednn" the pin of 2026-11-29 (PRODUCTS_ONEDNN, a quantized base's backward in MKL's
+# COMPATIBLE branch), PRODUCTS_MKL the one before it (every product in MKL's COMPATIBLE branch; products: None)
 PRODUCTS_SWITCH = "PEFTLAB_PIN_PRODUCTS"
 PRODUCTS_ONEDNN = "oneDNN AVX2"
 PRODUCTS_ONEDNN_QUANTIZED = "oneDNN AVX2, quantized bases' backward too"
 PRODUCTS_MKL = "mkl"
 PRODUCTS_CHOICES = {
-    "": PRODUCTS_ONEDNN,
+    "": PRODUCTS_ONEDNN_QUANTIZED,
+    "onednn-quantized": PRODUCTS_ONEDNN_QUANTIZED,
     "onednn": PRODUCTS_ONEDNN,
     PRODUCTS_MKL: None,
-    "onednn-quantized": PRODUCTS_ONEDNN_QUANTIZED,
 }
+PRODUCTS_PIN = PRODUCTS_CHOICES[""]  # what a pinned run computes where the switch is unset
 
 
 def products_switch(products: str | None) -> str | None:
@@ -69,21 +69,21 @@ def products_switch(products: str | None) -> str | None:
 
 def base_products(products: str | None) -> str | None:
     """The products a base's pretraining computes where its run records ``products``: a pretraining is full
-    fine-tuning, never on a quantized base (``FullConfig.quantizable``), so the candidate's are the pin's there
-    (their step records' pretraining entries agree, and a study under the candidate retrained the cached base to
-    the same sha256, 2026-11-30): a cached base of either serves both."""
+    fine-tuning, never on a quantized base (``FullConfig.quantizable``), so the pin's are the pin's of 2026-11-29
+    there (their step records' pretraining entries agree, and a study under the pin, then a candidate, retrained
+    the cached base to the same sha256, 2026-11-30): a cached base of either serves both."""
     return PRODUCTS_ONEDNN if products == PRODUCTS_ONEDNN_QUANTIZED else products
 
 
 def pinned_products(reproducible: bool) -> str | None:
-    """The products a run with ``train.reproducible=reproducible`` computes in this environment: "oneDNN AVX2" for
-    a pinned x86 run unless PRODUCTS_SWITCH asks for MKL's (None) or the candidate's (PRODUCTS_ONEDNN_QUANTIZED);
-    None (the CPU's own arithmetic) unpinned. Another value of the switch is a one-line error."""
+    """The products a run with ``train.reproducible=reproducible`` computes in this environment: the pin's
+    (PRODUCTS_PIN) for a pinned x86 run unless PRODUCTS_SWITCH asks for an earlier pin's (PRODUCTS_ONEDNN, or MKL's:
+    None); None (the CPU's own arithmetic) unpinned. Another value of the switch is a one-line error."""
     asked = os.environ.get(PRODUCTS_SWITCH, "")
     if asked not in PRODUCTS_CHOICES:
         raise ConfigError(
-            f"environment variable {PRODUCTS_SWITCH}={asked!r}: expected {PRODUCTS_MKL} (MKL's products, the former "
-            "pin), onednn (the pin's, as unset) or onednn-quantized (a candidate)"
+            f"environment variable {PRODUCTS_SWITCH}={asked!r}: expected onednn-quantized (the pin's products, as "
+            f"unset), onednn (the pin of 2026-11-29's) or {PRODUCTS_MKL} (MKL's, the pin's before 2026-11-29)"
         )
     return PRODUCTS_CHOICES[asked] if reproducible and applies() else None
 

@@ -142,7 +142,7 @@ class ArithmeticRecord(TypedDict, total=False):
     pinned: bool | None
     cpu_vendor: Annotated[str, text] | None
     mkl_branch: Annotated[str, text] | None
-    products: Annotated[str, text] | None  # "oneDNN AVX2": the pin's products; None: MKL's (rerun.products_environment)
+    products: Annotated[str, text] | None  # the pin's or an earlier pin's products; None: MKL's (rerun)
 
 
 class EnvironmentRecord(TypedDict, total=False):

@@ -30,7 +30,7 @@ from peftlab.analysis.archive.trials import rerun_with_trials, trial_study
 from peftlab.analysis.results.record import NUMERIC_PACKAGES, machine_class
 from peftlab.config.reading import read_yaml
 from peftlab.training.run_result import GENERATIONS
-from peftlab.utils.cpu import PRODUCTS_MKL, PRODUCTS_ONEDNN_QUANTIZED, PRODUCTS_SWITCH, products_switch
+from peftlab.utils.cpu import PRODUCTS_MKL, PRODUCTS_PIN, PRODUCTS_SWITCH, products_switch
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, refuse_link, write_text_atomic
 
@@ -401,12 +401,14 @@ def trials_need_runs(which: str, trials: bool) -> None:
 def products_environment(record: dict) -> dict[str, str]:
     """The pin's products as the archived runs computed them (archive.json's ``environment.arithmetic``): MKL's
     switch (``PRODUCTS_MKL``) where pinned runs recorded no products (MKL's COMPATIBLE branch, the pin before
-    2026-11-29), the candidate's where they recorded its products (``PRODUCTS_ONEDNN_QUANTIZED``), else nothing
-    (``reproduce`` removes a switch this shell left set, so a rerun of the pin's runs or of unpinned ones computes
-    as they did)."""
+    2026-11-29), the switch of an earlier pin's products where they recorded those (``PRODUCTS_ONEDNN``, the pin of
+    2026-11-29), else nothing (``reproduce`` removes a switch this shell left set, so a rerun of the pin's runs or
+    of unpinned ones computes as they did)."""
     arithmetic = (record.get("environment") or {}).get("arithmetic") or {}
-    if arithmetic.get("pinned") and arithmetic.get("products") in (None, PRODUCTS_MKL):
+    if not arithmetic.get("pinned"):
+        return {}
+    products = arithmetic.get("products")
+    if products in (None, PRODUCTS_MKL):
         return {PRODUCTS_SWITCH: PRODUCTS_MKL}
-    if arithmetic.get("pinned") and arithmetic.get("products") == PRODUCTS_ONEDNN_QUANTIZED:
-        return {PRODUCTS_SWITCH: products_switch(PRODUCTS_ONEDNN_QUANTIZED)}
-    return {}
+    switch = products_switch(products)
+    return {PRODUCTS_SWITCH: switch} if switch and products != PRODUCTS_PIN else {}

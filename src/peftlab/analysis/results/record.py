@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.study.records import read_command
-from peftlab.utils.cpu import PRODUCTS_ONEDNN
+from peftlab.utils.cpu import PRODUCTS_ONEDNN, PRODUCTS_ONEDNN_QUANTIZED
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import read_json, read_lines, refuse_link
 
@@ -138,9 +138,11 @@ NUMERIC_PACKAGES = ("python", "torch", "timm", "peft", "transformers", "bitsandb
 # biased Linear, so it keeps naming its vendor.
 VENDOR_FREE_BRANCHES = frozenset({"COMPATIBLE,STRICT"})
 # the products of a pin whose bits no x86 vendor moves: MKL's (None, in a VENDOR_FREE_BRANCHES branch), and
-# oneDNN's at AVX2 (the pin since 2026-11-29): every entry of the step probe's records alike on an Intel Xeon
-# (AVX-512, AMX) and an AMD EPYC (AVX-512), and the whole default study's 48 trials and 40 final runs alike
-VENDOR_FREE_PRODUCTS = frozenset({None, PRODUCTS_ONEDNN})
+# oneDNN's at AVX2 (the pin of 2026-11-29): every entry of the step probe's records alike on an Intel Xeon
+# (AVX-512, AMX) and an AMD EPYC (AVX-512), and the whole default study's 48 trials and 40 final runs alike; with a
+# quantized base's backward products through oneDNN too (the pin since 2026-11-30): the step records of an Intel
+# Xeon and an AMD EPYC with AVX2 only alike, and the default study's 10 QLoRA final runs, the only runs it moves
+VENDOR_FREE_PRODUCTS = frozenset({None, PRODUCTS_ONEDNN, PRODUCTS_ONEDNN_QUANTIZED})
 X86_VENDORS = frozenset({"GenuineIntel", "AuthenticAMD"})
 X86_EITHER = "Intel or AMD"  # a vendor-free pin's CPU, as a machine class names it
 
@@ -164,7 +166,7 @@ def machine_class(result: dict) -> dict:
         "pinned": bool(arithmetic.get("pinned")),
         "cpu_vendor": class_vendor(arithmetic),
         "mkl_branch": arithmetic.get("mkl_branch"),
-        "products": arithmetic.get("products"),  # "oneDNN AVX2": the pin's; None: MKL's (the former pin's)
+        "products": arithmetic.get("products"),  # the pin's or an earlier pin's; None: MKL's (the pin before 11-29)
         "threads": provenance.get("threads"),
         "device": (provenance.get("hardware") or {}).get("device"),
         **{f"version {name}": versions.get(name) for name in NUMERIC_PACKAGES},
