@@ -1,11 +1,11 @@
 """Issues 80 and 87: an Intel Xeon's pinned training steps are this CPU's. The committed records of both vendors
 (benchmarks/step_probe/: AMD EPYCs' and an Intel Xeon host's, each made on its own machine) agree entry for entry,
-under the pin (every Linear's products through oneDNN at AVX2: an AMD EPYC with AVX-512 and one with AVX2 only
-against the Xeon), under the candidate onednn-quantized (the AVX2-only EPYC against the Xeon) and under the former
-pin that archives of its runs rerun with (MKL's COMPATIBLE branch: both EPYCs against the Xeon), and this machine,
-whichever x86 CPU runs the suite, gives the Xeon's record under the pin: three steps of the pretraining and of each
-default-study configuration the pin reaches (bitsandbytes' QLoRA steps are held to the records alone: their kernels
-choose their code by the CPU, so the probe here leaves them out)."""
+under the pin (every Linear's products through oneDNN at AVX2: an AMD EPYC with AVX-512 and one with AVX2 only against
+the Xeon), under the pin since 2026-11-30, onednn-quantized (the AVX2-only EPYC against the Xeon), and under the
+former pin that archives of its runs rerun with (MKL's COMPATIBLE branch: both EPYCs against the Xeon), and this
+machine, whichever x86 CPU runs the suite, gives the Xeon's record under the pin: three steps of the pretraining and
+of each default-study configuration the pin reaches (bitsandbytes' QLoRA steps are held to the records alone: their
+kernels choose their code by the CPU, so the probe here leaves them out)."""
 
 import json
 import os
@@ -21,7 +21,8 @@ RECORDS = REPO / "benchmarks" / "step_probe"
 AMD = "amd-epyc-avx2-compatible-threads{}.json"
 INTEL = "intel-xeon-avx512-amx-host-compatible-downstream-threads{}.json"
 AMD_PIN = "amd-epyc-avx512bf16-onednn-downstream-threads{}.json"
-INTEL_PIN = "intel-xeon-avx512-amx-onednn-downstream-threads{}.json"
+INTEL_PIN = "intel-xeon-avx512-amx-onednn-downstream-threads{}.json"  # the pin of 2026-11-29
+INTEL_PIN_NOW = "intel-xeon-avx512-amx-onednn-quantized-downstream-threads{}.json"  # the pin since 2026-11-30
 AMD_AVX512_COMPATIBLE = "amd-epyc-avx512bf16-compatible-downstream-threads{}.json"
 # the three pins' records of an AMD EPYC with AVX2 only (benchmarks/pin_candidates.sh, 2026-11-30)
 AMD_AVX2 = "amd-epyc-avx2-{}-downstream-threads{}.json"
@@ -87,7 +88,7 @@ def test_an_avx2_only_cpus_records_agree_with_the_xeons_under_every_pin(variant,
     assert avx2["capability"] == "AVX2" and avx2["pin"] == intel["pin"] == cpu.PINNED and avx2["variant"] == variant
     # the Xeon's former-pin record took bitsandbytes at 2 threads alone; the two oneDNN ones at both
     all_steps_agree(avx2, intel, bitsandbytes=variant != "compatible" or threads == 2)
-    if variant == "onednn-quantized":  # the candidate's QLoRA steps are not the pin's: the probe tells them apart
+    if variant == "onednn-quantized":  # its QLoRA steps are not 2026-11-29's pin's: the probe tells them apart
         pin = record(AMD_AVX2.format("onednn", threads))
         assert first_difference(pin, avx2) is None  # the pretraining: full fine-tuning, the same products
         for name in ("lora quant=int8", "lora quant=nf4"):
@@ -108,8 +109,8 @@ def test_this_cpu_gives_the_intel_xeons_pinned_steps(tmp_path):
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    # the pin since 2026-11-30 (onednn-quantized), whose steps without bitsandbytes are the former pin's too
-    here, intel = json.loads(out.read_text()), record(INTEL_PIN.replace("onednn", "onednn-quantized").format(2))
+    # the pin since 2026-11-30, whose steps without bitsandbytes are the pin of 2026-11-29's too
+    here, intel = json.loads(out.read_text()), record(INTEL_PIN_NOW.format(2))
     assert here["pin"] == cpu.PINNED and here["variant"] == "pin"  # the switches set before its torch was imported
     assert first_difference(here, intel) is None
     # every configuration the pin reaches, compared; bitsandbytes' QLoRA steps, held to the records alone, not taken
