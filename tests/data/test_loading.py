@@ -1,6 +1,8 @@
 """The data path: file splits through a DataLoader (any number of workers, same batches) and the
 decoded-image cache (`data.cache`), on small JPEG folders."""
 
+import os
+
 import datafiles
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from peftlab.data import ArrayDataset, FileDataset, build_data
 from peftlab.data import datasets as datasets_module
 from peftlab.data.loading import BatchLoader, default_num_workers
 from peftlab.data.sources import decoded_cache_dir
+from peftlab.study.executors.gpus import RUNS_AT_ONCE_ENV, runs_at_once
 from peftlab.training.step import epoch_batches
 from peftlab.utils.errors import DataError
 
@@ -84,6 +87,31 @@ def test_workers_are_chosen_by_device():
     assert default_num_workers(CPU) == 0
     assert 0 <= default_num_workers(torch.device("cuda")) <= 8
     assert default_num_workers(torch.device("mps")) == default_num_workers(torch.device("cuda"))
+
+
+@pytest.mark.parametrize(
+    "cores, runs, expected", [(16, None, 8), (16, "4", 3), (16, "8", 1), (16, "16", 0), (4, "x", 3)]
+)
+def test_a_gpu_run_of_a_study_decodes_with_its_share_of_the_cores(monkeypatch, cores, runs, expected):
+    """Four runs of 8 decoding workers each on a 16-core GPU host took 1.8 times the study's wall of 3 each."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    if runs is None:
+        monkeypatch.delenv(RUNS_AT_ONCE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(RUNS_AT_ONCE_ENV, runs)
+    assert default_num_workers(torch.device("cuda")) == expected
+    assert default_num_workers(CPU) == 0
+
+
+def test_a_local_study_tells_its_runs_how_many_share_the_machine(monkeypatch):
+    monkeypatch.setenv(RUNS_AT_ONCE_ENV, "7")
+    with runs_at_once(4):
+        assert os.environ[RUNS_AT_ONCE_ENV] == "4"
+    assert os.environ[RUNS_AT_ONCE_ENV] == "7"
+    monkeypatch.delenv(RUNS_AT_ONCE_ENV)
+    with runs_at_once(2):
+        assert os.environ[RUNS_AT_ONCE_ENV] == "2"
+    assert RUNS_AT_ONCE_ENV not in os.environ
 
 
 @pytest.mark.parametrize("device, pinned, prefetch", [("cpu", False, 2), ("cuda", True, 4), ("mps", False, 4)])

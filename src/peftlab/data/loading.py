@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from peftlab.data.datasets import FileDataset
+from peftlab.study.executors.gpus import RUNS_AT_ONCE_ENV
 
 GPU_PREFETCH_FACTOR = 4  # batches each worker keeps ready on a GPU (torch's default is 2)
 MAX_AUTO_WORKERS = 8
@@ -32,12 +33,17 @@ GPUS = ("cuda", "mps")  # devices that compute the step while the CPU cores woul
 
 def default_num_workers(device: torch.device) -> int:
     """Decoding processes when ``data.num_workers`` is null: none on CPU, where the training threads
-    already use every core; on a GPU (CUDA or MPS) the usable cores less one for the main process, at
-    most 8. On macOS the workers start by spawning (a fresh interpreter each, once: they persist)."""
+    already use every core; on a GPU (CUDA or MPS) this run's share of the usable cores less one for the
+    main process, at most 8. The share is the cores over ``$PEFTLAB_RUNS_AT_ONCE`` (a study's local workers;
+    unset: 1): on an H200's 16-core host a 4-worker study took 0.56 of its wall with 3 decoding workers a run
+    against 8 (benchmarks/gpu-check-h200/loader-study). On macOS the workers start by spawning (a fresh
+    interpreter each, once: they persist)."""
     if device.type not in GPUS:
         return 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(MAX_AUTO_WORKERS, usable - 1))
+    runs = os.environ.get(RUNS_AT_ONCE_ENV, "1")
+    share = usable // max(1, int(runs)) if runs.isdigit() else usable
+    return max(0, min(MAX_AUTO_WORKERS, share - 1))
 
 
 @contextlib.contextmanager

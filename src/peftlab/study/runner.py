@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from peftlab.config.schema import load_config, to_dict
 from peftlab.study.executors import ray_tasks
 from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
-from peftlab.study.executors.gpus import worker_gpus
+from peftlab.study.executors.gpus import runs_at_once, worker_gpus
 from peftlab.study.executors.local import (
     environment_since_start,
     outside_cause,
@@ -327,7 +327,8 @@ def run_locally(jobs, workers, progress, on_done, stop_when=None, executor: Exec
     """The local executor: a process per run forked from a forkserver (``local_executor.run_local``),
     or long-lived spawned workers (``spawn_workers.run_spawned``), spread over the visible GPUs."""
     run = run_spawned if executor.start_method == "spawn" else run_local
-    run(jobs, workers, progress, on_done, stop_when, worker_gpus(workers, executor.runs_per_gpu))
+    with runs_at_once(workers):  # a GPU run's default decoding workers: its share of the cores
+        run(jobs, workers, progress, on_done, stop_when, worker_gpus(workers, executor.runs_per_gpu))
 
 
 class TrialEnds:
