@@ -41,7 +41,7 @@ FULL: dict[str, tuple[float, str]] = {
         18.7,
         "test_ctrl_c_of_the_driver_cancels_its_slurm_jobs",
     ),
-    f"{EXECUTORS}::test_ctrl_c_of_the_driver_stops_its_jobs[ray]": (19.0, "[submitit]; Slurm's Ctrl-C"),
+    f"{EXECUTORS}::test_ctrl_c_of_the_driver_stops_its_jobs[ray]": (19.0, "test_slurm_real.py's Ctrl-C of the driver"),
     f"{EXECUTORS}::test_searches_through_ray_and_submitit_run_side_by_side_with_the_local_trials": (
         61.0,
         "the Ray and submitit studies equal to the local one; test_tuning_study.py's searches side by side",
@@ -52,7 +52,7 @@ FULL: dict[str, tuple[float, str]] = {
     ),
     "tests/test_bench.py::test_bench_compile_figures_time_compiled_against_eager_steps": (
         29.7,
-        "test_bench_bare.py's compiled steps; test_train.py's compiled run",
+        "test_train.py's compiled run; test_bench_bare.py's eager steps",
     ),
     "tests/study/test_tuning_study.py::test_a_killed_search_resumes_without_training_a_finished_trial_again": (
         31.9,
@@ -81,6 +81,53 @@ FULL: dict[str, tuple[float, str]] = {
     "tests/tuners/test_plugins.py::test_a_spawned_worker_finds_the_plugin_from_its_entry_point": (
         9.5,
         "the plugin's tuned study in forked workers",
+    ),
+    # added 2026-11-30, their seconds from the profile of an AVX2-only AMD EPYC (about 1.8 times run l's): each
+    # starts processes of its own (their imports about 11 CPU s each there) on a path a kept test walks too
+    "tests/test_bench_bare.py::test_the_bare_figure_times_compiled_steps_too": (
+        62.9,
+        "test_train.py's compiled run; test_bench_bare.py's eager steps beside the bare loop's",
+    ),
+    "tests/test_cli_imports.py::test_params_counts_lora_on_the_meta_model_without_peft": (
+        35.2,
+        "test_a_study_dry_run_imports_no_peft: LoRA counted on meta models, no PEFT",
+    ),
+    "tests/test_cli_imports.py::test_train_of_an_unquantized_lora_run_imports_no_bitsandbytes": (
+        27.9,
+        "tests/study/test_worker_imports.py's unquantized LoRA run: the same switch in a study's worker",
+    ),
+    "tests/test_cli_imports.py::test_a_warm_validate_of_a_run_on_a_local_weights_file_imports_no_torch": (
+        20.8,
+        "test_params_of_a_local_hf_directory_imports_no_torch_once_recorded: a record read instead of torch",
+    ),
+    "tests/test_libraries.py::test_an_hf_models_run_keeps_transformers_bars_and_records_off_stderr": (
+        28.7,
+        "test_a_run_keeps_the_libraries_chatter_in_its_library_log",
+    ),
+    f"{EXECUTORS}::test_ctrl_c_of_the_driver_stops_its_jobs[submitit]": (
+        18.2,
+        "test_slurm_real.py's Ctrl-C of the driver: submitit's jobs on a real Slurm",
+    ),
+    f"{EXECUTORS}::test_a_job_waits_for_a_run_another_process_trains": (
+        15.2,
+        "test_runner.py's two study processes on one directory",
+    ),
+    "tests/study/test_slurm_real.py::test_a_job_that_dies_without_a_result_is_lost_and_the_same_command_resumes_it": (
+        24.9,
+        "test_executors.py's submitit jobs lost and resumed by the same command",
+    ),
+    "tests/test_configs.py::test_matrix_dry_run": (
+        23.2,
+        "the vtab1k dry run beside it (in this process); test_study_validates[vit_peft_matrix.yaml]",
+    ),
+    "tests/study/test_journal.py::test_a_study_with_a_cut_journal_goes_on_without_training_again": (
+        21.9,
+        "the journal's damages in the tests above it; test_runner.py's SIGKILL then rerun",
+    ),
+    "tests/analysis/test_reproduce_supplied.py::test_every_run_rerun_from_the_data_copy_checked_reproduces_the_"
+    "claims": (
+        32.0,
+        "test_reproduce.py's archive rerun elsewhere, every metric; test_reproduce_received.py's data kept outside",
     ),
 }
 
