@@ -4,8 +4,9 @@
 method of the same Ctrl-C, another signal of the same stop, a second executor's copy of a search, a variant
 whose code path a kept test walks end to end. Those are ``FULL`` below, each with the kept test that covers its
 path and its wall seconds in the profile of 2026-11-30 (run l: 1,642 s of pytest on an Intel Xeon, 444 s of
-its 3,221 test-seconds are these; the 11 added later that day, in an AVX2-only AMD EPYC's profile: 311 of its 4,622). So that none of them rots unseen, `make test` runs a quarter of them too:
-the shard ``int(commit[:8], 16) % SHARDS`` of the checked-out commit, each shard about as long as another
+its 3,221 test-seconds are these; the 11 added later that day, in an AVX2-only AMD EPYC's profile: 311 of its
+4,622). So that none of them rots unseen, `make test` runs a quarter of them too: the shard
+``int(commit[:8], 16) % SHARDS`` of the checked-out commit, each shard about as long as another
 (``PEFTLAB_TEST_SHARD=K`` picks one, ``all`` takes every one). `make test-full` runs them all.
 """
 
