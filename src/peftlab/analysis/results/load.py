@@ -298,7 +298,7 @@ def _config_from_yaml(run_dir: Path) -> dict | None:
     import yaml
 
     text = read_text(run_dir / "config.yaml", "run directory entry")
-    return None if text is None else yaml.safe_load(text)
+    return None if text is None else yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml
 
 
 def load_curves(study_dir: str | Path) -> pd.DataFrame:

@@ -208,12 +208,27 @@ def clip_to_range(row: dict, metric: str) -> bool:
 
 
 def _columns_constant_within_groups(runs, by):
+    """The ``method`` and ``config.*`` columns with one value (NaN and None one value too) within every group of
+    ``by``: each column's values numbered (``pd.factorize``), the runs sorted by group, and a group's smallest number
+    compared with its largest, all columns at once (pandas' per-group ``nunique`` took 0.17 s a call at 240 columns,
+    a report's most expensive step)."""
     candidates = [c for c in runs.columns if (c == "method" or c.startswith("config.")) and c not in by]
-    if runs.empty:
+    if runs.empty or not candidates:
         return []
-    grouped = runs[candidates].map(_hashable).groupby([runs[c] for c in by], sort=False, dropna=False)
-    counts = grouped.nunique(dropna=False)
-    return [c for c in candidates if (counts[c] == 1).all()]
+    groups = runs.groupby(by, sort=False, dropna=False).ngroup().to_numpy()
+    order = np.argsort(groups, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(groups[order]) != 0])
+    codes = np.column_stack([_value_numbers(runs[c]) for c in candidates])[order]
+    same = np.minimum.reduceat(codes, starts, axis=0) == np.maximum.reduceat(codes, starts, axis=0)
+    return [c for c, constant in zip(candidates, same.all(axis=0)) if constant]
+
+
+def _value_numbers(column) -> np.ndarray:
+    """One number per distinct value of ``column`` (lists as tuples, missing values one value)."""
+    values = column.to_numpy()
+    if values.dtype == object and any(isinstance(value, list) for value in values):
+        values = np.array([_hashable(value) for value in values] + [None], dtype=object)[:-1]  # tuples kept whole
+    return pd.factorize(values, use_na_sentinel=False)[0]
 
 
 def _hashable(value):
