@@ -568,11 +568,15 @@ def applied_counts(cfg) -> dict:
 def write_figures_empty(patch) -> None:
     """``Figure.savefig`` writes an empty file where it would draw one (``patch``: a pytest MonkeyPatch): every figure
     a report or paper draws is still built as it builds it, and each file written where the command writes it,
-    through the same checks; matplotlib's layout and drawing, most of a report's cost, are left out. For tests that
-    read a command's text, tables, exit status or stderr, never a figure (the ``unrendered_figures`` fixtures)."""
+    through the same checks; matplotlib's layout and drawing, most of a report's cost, are left out, the draw that
+    measures a log axis' tick labels before saving (``ticks.thin_log_labels``) too. For tests that read a command's
+    text, tables, exit status or stderr, never a figure (the ``unrendered_figures`` fixtures)."""
     from matplotlib.figure import Figure
+
+    from peftlab.analysis.figures import style
 
     def savefig(self, fname, **kwargs):
         Path(fname).write_bytes(b"")
 
     patch.setattr(Figure, "savefig", savefig)
+    patch.setattr(style, "thin_log_labels", lambda fig: None)

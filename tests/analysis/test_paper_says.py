@@ -12,7 +12,7 @@ from studyfiles import set_data, write_study_dir
 from peftlab.analysis.paper import build as paper
 from peftlab.study.report_options import report_options
 
-pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
+pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text read, no figure: none drawn (conftest.py)
 
 
 def macros(results: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from test_paper import macros
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.methods import plugin_bibtex
 
-pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
+pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text read, no figure: none drawn (conftest.py)
 
 
 def methods_text(study, out) -> str:
