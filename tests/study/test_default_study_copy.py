@@ -10,7 +10,7 @@ and README, and write the new counts here.
 
 The study runs in a `peftlab study` process of its own (its pinned runs would restart this process's forkserver
 with the pin, and again without it for the next study of the process); its report, which reads files only, is
-written in this process, its figures in the cheaper encodings (conftest.py)."""
+written in this process, its figures built but not drawn (conftest.py)."""
 
 import csv
 import json
@@ -21,7 +21,7 @@ from testkit import REPO, cli_here, needs_fashion_mnist, run_cli
 
 from peftlab.utils import cpu
 
-pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("quick_figures")]
+pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("module_unrendered_figures")]
 
 TEST_IMAGES = 256
 # correct test images of 256, per configuration: measured 2026-11-25 on an AVX-512 machine, arithmetic pinned (MKL's

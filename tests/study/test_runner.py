@@ -18,7 +18,7 @@ from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, wait_unt
 pytestmark = [
     pytest.mark.e2e,
     needs_fashion_mnist(),
-    pytest.mark.usefixtures("quick_figures"),  # the report here is read as text: its figures' cheaper encodings
+    pytest.mark.usefixtures("module_unrendered_figures"),  # the report here is read as text: its figures not drawn
 ]
 
 BASE = {

@@ -20,8 +20,8 @@ from testkit import REPO, TINY_MODEL, group_alive, needs_fashion_mnist, wait_unt
 from peftlab.analysis.report.protocol_card import phase_lines
 from peftlab.study.spec import load_study
 
-# the reports here are read as text, and tuning.png as a file: figures in the cheaper encodings (conftest.py)
-pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("quick_figures")]
+# the reports here are read as text, and tuning.png as a file: figures built, written empty (conftest.py)
+pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("module_unrendered_figures")]
 
 BASE = {
     "model": TINY_MODEL,

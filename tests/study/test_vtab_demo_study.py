@@ -3,7 +3,7 @@ on train800 -> val200, the final runs trained on train800val200 and tested once,
 
 The study runs in a `peftlab study` process of its own: its runs are pinned (train.reproducible), which would
 restart this process's forkserver with the pin, and again without it for the next study of the process. The
-report, which reads files only, is written in this process, its figures in the cheaper encodings (conftest.py)."""
+report, which reads files only, is written in this process, its figures built but not drawn (conftest.py)."""
 
 import json
 
@@ -13,7 +13,7 @@ from testkit import REPO, TINY_MODEL, cli_here, needs_fashion_mnist, run_cli
 
 from peftlab.data.demo import write_vtab_demo
 
-pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("quick_figures")]
+pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("module_unrendered_figures")]
 
 
 def test_a_tuned_study_on_the_demo_task_follows_the_vtab_protocol(tmp_path, monkeypatch):
