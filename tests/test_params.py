@@ -306,3 +306,27 @@ def test_a_method_counted_without_applying_it_counts_what_applying_it_holds(mode
     assert counts["adapter"] == counts["trainable"] - counts["head"] > 0
     model_params = sum(p.numel() for p in meta_of(cfg).parameters())
     assert model_params + sum(sized_without_applying(cfg.method, meta_of(cfg))) == expected["total"] + expected["head"]
+
+
+def test_a_count_is_kept_but_the_memory_is_read_at_each_check(monkeypatch):
+    """A run's size is counted once per process (``params.COUNTED``); its refusal still reads the memory available
+    at each check, and a Hugging Face directory's model is counted each time."""
+    import types
+
+    from peftlab.config.schema import load_config
+    from peftlab.tuners import params, size_check
+    from peftlab.utils.errors import ConfigError
+
+    cfg = load_config(overrides={"model": TINY_MODEL, "method": {"name": "lora", "r": 4}})
+    monkeypatch.setattr(params, "COUNTED", {})
+    monkeypatch.setattr(size_check.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=2**40))
+    params.check_model_size(cfg.model, cfg.method, 10)
+    (totals,) = params.COUNTED.values()
+    model = params.meta_backbone(cfg.model, 10)
+    assert totals == (params.bound_total(model, cfg.method), params.applied_total(model, cfg.method))
+    monkeypatch.setattr(params, "meta_backbone", lambda *args: pytest.fail("counted again"))
+    params.check_model_size(cfg.model, cfg.method, 10)  # from the count kept
+    monkeypatch.setattr(size_check.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=1000))
+    with pytest.raises(ConfigError, match="expected a model that fits"):
+        params.check_model_size(cfg.model, cfg.method, 10)
+    assert params.size_key(types.SimpleNamespace(source="hf"), cfg.method, 10) is None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from peftlab.config.checks import check_num_classes  # noqa: F401  (its home before; callers import it here)
-from peftlab.config.schema import RunConfig
+from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig, architecture_only
 from peftlab.models.backbones import build_backbone, head_prefix, trains_head
 from peftlab.models.structure import structure_of
@@ -119,9 +120,33 @@ def check_model_size(
     refused before even its meta adapters and their CPU bookkeeping are built), then the method applied
     to a copy of the meta model (``applied_total``). ``model``: the meta model of ``model_cfg``, left as found.
     """
-    model = model if model is not None else meta_backbone(model_cfg, num_classes)
-    refuse_size(model_cfg, method, num_classes, bound_total(model, method))
-    refuse_size(model_cfg, method, num_classes, applied_total(model, method))
+    key = size_key(model_cfg, method, num_classes)
+    totals = COUNTED.get(key) if key is not None else None
+    if totals is None:
+        model = model if model is not None else meta_backbone(model_cfg, num_classes)
+        bound = bound_total(model, method)
+        refuse_size(model_cfg, method, num_classes, bound)  # before the method's meta adapters are built
+        totals = (bound, applied_total(model, method))
+        if key is not None:
+            if len(COUNTED) >= 64:
+                COUNTED.clear()
+            COUNTED[key] = totals
+    for total in totals:  # against the memory available now
+        refuse_size(model_cfg, method, num_classes, total)
+
+
+# the two totals of each (model, method, classes) this process counted: a run's are counted twice, before its run
+# directory is written (``check_against_model``) and before its model is built (``build.build_tuned``); on a meta
+# copy each time, 10% of a shortest run's time (tests/test_shortest_runs.py's cProfile, 2026-11-30)
+COUNTED: dict[str, tuple[int, int]] = {}
+
+
+def size_key(model_cfg: ModelConfig, method: MethodConfig, num_classes: int) -> str | None:
+    """The configs as JSON, for a timm model (a Hugging Face directory's files may change under the same config);
+    None for the others, which are counted each time."""
+    if model_cfg.source != "timm":
+        return None
+    return json.dumps([to_dict(model_cfg), to_dict(method), num_classes], sort_keys=True, default=repr)
 
 
 def bound_total(model: nn.Module, method: MethodConfig) -> int:
