@@ -14,8 +14,8 @@ from peftlab.data import ArrayDataset, FileDataset, build_data
 from peftlab.data import datasets as datasets_module
 from peftlab.data.loading import BatchLoader, default_num_workers
 from peftlab.data.sources import decoded_cache_dir
-from peftlab.study.executors.gpus import RUNS_AT_ONCE_ENV, runs_at_once
 from peftlab.training.step import epoch_batches
+from peftlab.utils.cpu import RUNS_AT_ONCE_ENV, runs_at_once
 from peftlab.utils.errors import DataError
 
 CPU = torch.device("cpu")

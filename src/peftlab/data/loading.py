@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from peftlab.data.datasets import FileDataset
-from peftlab.study.executors.gpus import RUNS_AT_ONCE_ENV
+from peftlab.utils.cpu import RUNS_AT_ONCE_ENV
 
 GPU_PREFETCH_FACTOR = 4  # batches each worker keeps ready on a GPU (torch's default is 2)
 MAX_AUTO_WORKERS = 8

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from peftlab.config.schema import load_config, to_dict
 from peftlab.study.executors import ray_tasks
 from peftlab.study.executors.executors import ExecutorOptions, pretrain_remote, run_remote, with_folder
-from peftlab.study.executors.gpus import runs_at_once, worker_gpus
+from peftlab.study.executors.gpus import worker_gpus
 from peftlab.study.executors.local import (
     environment_since_start,
     outside_cause,
@@ -54,6 +54,7 @@ from peftlab.study.spec import RunSpec, Study
 from peftlab.study.stale import refuse_stale_runs
 from peftlab.training.run_result import metric_damage, read_result, run_status, set_aside_damaged_result, status_of
 from peftlab.utils import locks
+from peftlab.utils.cpu import runs_at_once
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import printable, read_json, write_atomic, write_json_atomic
 from peftlab.utils.libraries import LIBRARY_LOG, logged_to
@@ -314,8 +315,7 @@ def run_final(
         lines.update(finished(), printable(f"{describe(spec)} {result.get('status', 'failed')}"))
 
     if executor.name == "local":
-        # off a terminal: one line per run, not per step
-        # in a notebook, the study's bar alone: no worker can draw into its widget
+        # off a terminal: one line per run, not per step; in a notebook, the study's bar alone (no worker draws there)
         run_locally(jobs, workers, progress and not bar.disable and not in_notebook(bar), on_done, executor=executor)
     elif jobs:  # every run done: no Ray is started, no job array submitted
         run_remote(jobs, executor, on_done, on_wait)
@@ -324,10 +324,10 @@ def run_final(
 
 
 def run_locally(jobs, workers, progress, on_done, stop_when=None, executor: ExecutorOptions = ExecutorOptions()):
-    """The local executor: a process per run forked from a forkserver (``local_executor.run_local``),
-    or long-lived spawned workers (``spawn_workers.run_spawned``), spread over the visible GPUs."""
+    """The local executor: a process per run forked from a forkserver (``local_executor.run_local``), or long-lived
+    spawned workers (``spawn_workers.run_spawned``), spread over the visible GPUs, each told how many share them."""
     run = run_spawned if executor.start_method == "spawn" else run_local
-    with runs_at_once(workers):  # a GPU run's default decoding workers: its share of the cores
+    with runs_at_once(workers):
         run(jobs, workers, progress, on_done, stop_when, worker_gpus(workers, executor.runs_per_gpu))
 
 

@@ -187,3 +187,25 @@ def arithmetic_record(
         "mkl_branch": mkl_branch,
         "products": products,
     }
+
+
+# a study's local runs sharing this machine's cores, set by its executor (``runs_at_once``): a GPU run's default
+# decoding workers are its share of them (``data.loading.default_num_workers``)
+RUNS_AT_ONCE_ENV = "PEFTLAB_RUNS_AT_ONCE"
+
+
+@contextlib.contextmanager
+def runs_at_once(workers: int):
+    """``$PEFTLAB_RUNS_AT_ONCE`` set to ``workers`` while a study's local runs share this machine's cores, then
+    as it was: a GPU run's default decoding workers are its share of them (``data.loading.default_num_workers``).
+    A forkserver's worker takes it with the study's other changes; a long-lived spawned one keeps the count of
+    the phase that spawned it."""
+    before = os.environ.get(RUNS_AT_ONCE_ENV)
+    os.environ[RUNS_AT_ONCE_ENV] = str(workers)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RUNS_AT_ONCE_ENV, None)
+        else:
+            os.environ[RUNS_AT_ONCE_ENV] = before

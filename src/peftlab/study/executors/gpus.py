@@ -13,7 +13,6 @@ and then workers are left as they are.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -25,7 +24,6 @@ VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 # an entry CUDA accepts: an index, a GPU's or MIG instance's UUID (CUDA ignores everything from the first other)
 ENTRY = re.compile(r"\d+|GPU-[0-9A-Za-z-]+|MIG-[0-9A-Za-z/-]+")
 NVIDIA_SMI_SECONDS = 30.0
-RUNS_AT_ONCE_ENV = "PEFTLAB_RUNS_AT_ONCE"  # read by data.loading.default_num_workers
 
 
 def visible_gpus() -> list[str]:
@@ -124,20 +122,3 @@ def with_gpu_requests(options, devices: list[str]):
     if given == 0 and cuda:
         raise UserError(f"{flag}=0 gives no GPU to runs whose train.device is {cuda}: expected {flag} >= 1 or none")
     return options
-
-
-@contextlib.contextmanager
-def runs_at_once(workers: int):
-    """``$PEFTLAB_RUNS_AT_ONCE`` set to ``workers`` while a study's local runs share this machine's cores, then
-    as it was: a GPU run's default decoding workers are its share of them (``data.loading.default_num_workers``).
-    A forkserver's worker takes it with the study's other changes; a long-lived spawned one keeps the count of
-    the phase that spawned it."""
-    before = os.environ.get(RUNS_AT_ONCE_ENV)
-    os.environ[RUNS_AT_ONCE_ENV] = str(workers)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(RUNS_AT_ONCE_ENV, None)
-        else:
-            os.environ[RUNS_AT_ONCE_ENV] = before
