@@ -150,13 +150,22 @@ def pinned_children():
     """The switches set in this process's environment while it starts the processes that train (a study's
     forkserver or spawned workers inherit it), and this process's own environment given back afterwards: for a
     process whose torch runs unpinned, which trains nothing itself."""
-    saved = {name: os.environ.get(name) for name in PINNED}
-    os.environ.update(PINNED)
-    CHILDREN_PINNED.append(True)
+    with environment_set(PINNED):
+        CHILDREN_PINNED.append(True)
+        try:
+            yield
+        finally:
+            CHILDREN_PINNED.pop()
+
+
+@contextlib.contextmanager
+def environment_set(values: dict[str, str]):
+    """``values`` set in this process's environment, then each of those variables as it was (unset where it was)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        CHILDREN_PINNED.pop()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -194,18 +203,9 @@ def arithmetic_record(
 RUNS_AT_ONCE_ENV = "PEFTLAB_RUNS_AT_ONCE"
 
 
-@contextlib.contextmanager
 def runs_at_once(workers: int):
     """``$PEFTLAB_RUNS_AT_ONCE`` set to ``workers`` while a study's local runs share this machine's cores, then
     as it was: a GPU run's default decoding workers are its share of them (``data.loading.default_num_workers``).
     A forkserver's worker takes it with the study's other changes; a long-lived spawned one keeps the count of
     the phase that spawned it."""
-    before = os.environ.get(RUNS_AT_ONCE_ENV)
-    os.environ[RUNS_AT_ONCE_ENV] = str(workers)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(RUNS_AT_ONCE_ENV, None)
-        else:
-            os.environ[RUNS_AT_ONCE_ENV] = before
+    return environment_set({RUNS_AT_ONCE_ENV: str(workers)})
