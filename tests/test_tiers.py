@@ -36,3 +36,13 @@ def test_the_shard_is_the_commits_unless_one_is_asked_for(monkeypatch, tmp_path)
 
 def test_outside_a_git_checkout_there_is_no_commit(tmp_path):
     assert tiers.commit(tmp_path) is None
+
+
+def test_only_the_tests_folder_or_one_above_it_is_the_whole_suite(tmp_path):
+    tests = tmp_path / "tests"
+    (tests / "data").mkdir(parents=True)
+    (tests / "test_x.py").write_text("")
+    whole = [[str(tests)], [str(tmp_path)], [str(tests / "data"), str(tests)]]
+    part = [[str(tests / "data")], [str(tests / "test_x.py")], [str(tests / "test_x.py::test_y")], []]
+    assert all(tiers.whole_suite(args, tests) for args in whole)
+    assert not any(tiers.whole_suite(args, tests) for args in part)

@@ -185,3 +185,11 @@ def header(repo: Path) -> str:
         f"tier ci: the full tier's shard {shard} of {SHARDS} ({len(kept)} of {len(FULL)} further cases, "
         f"{seconds:.0f} of {sum(s for s, _ in FULL.values()):.0f} s in the profile); make test-full runs all"
     )
+
+
+def whole_suite(args: list[str], tests: Path) -> bool:
+    """Whether pytest's arguments collect the whole suite: one of them is the tests folder or a folder above it
+    (``pytest``, ``pytest tests``, ``pytest .``). Only then can a name of ``FULL`` that nothing collected be stale:
+    ``pytest tests/data`` collects part of the suite and must not be stopped for the rest's names."""
+    folder = tests.resolve()
+    return any(Path(arg).is_dir() and folder.is_relative_to(Path(arg).resolve()) for arg in args)
