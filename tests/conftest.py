@@ -14,7 +14,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # default thread count unset it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from testkit import TINY_MODEL, write_figures_empty  # after the environment above: it may import torch
+from testkit import (  # after the environment above: it may import torch
+    TINY_MODEL,
+    figures_drawn_only,
+    write_figures_empty,
+)
 
 # A suite started as a background job of a non-interactive shell (`cmd &` without job control)
 # inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests need it delivered.
@@ -130,6 +134,19 @@ def model_records_of_the_test(tmp_path_factory, monkeypatch):
     answers.META_MODELS.clear()
     yield
     answers.META_MODELS.clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def figures_drawn(request):
+    """A module that sets ``FIGURES_DRAWN`` (a tuple of figure names) has every other figure its reports and papers
+    build written empty (``testkit.figures_drawn_only``), set up before its module fixtures build one: its tests read
+    the text, the tables, the file names and those figures' files."""
+    names = getattr(request.module, "FIGURES_DRAWN", None)
+    if names is None:
+        yield
+        return
+    with figures_drawn_only(*names):
+        yield
 
 
 @pytest.fixture

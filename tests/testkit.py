@@ -565,18 +565,42 @@ def applied_counts(cfg) -> dict:
     return {**tuner.parameter_counts(), "head": head}
 
 
-def write_figures_empty(patch) -> None:
+def figures_drawn_only(*drawn: str):
+    """``write_figures_empty`` for as long as the context lasts, the figures named ``drawn`` drawn: a module fixture
+    of a module whose tests read one figure's file, or whose report alone draws one figure's data."""
+    import contextlib
+
+    import pytest
+
+    @contextlib.contextmanager
+    def patched():
+        with pytest.MonkeyPatch.context() as patch:
+            write_figures_empty(patch, drawn)
+            yield
+
+    return patched()
+
+
+def write_figures_empty(patch, drawn: tuple[str, ...] = ()) -> None:
     """``Figure.savefig`` writes an empty file where it would draw one (``patch``: a pytest MonkeyPatch): every figure
     a report or paper draws is still built as it builds it, and each file written where the command writes it,
     through the same checks; matplotlib's layout and drawing, most of a report's cost, are left out, the draw that
     measures a log axis' tick labels before saving (``ticks.thin_log_labels``) too. For tests that read a command's
-    text, tables, exit status or stderr, never a figure (the ``unrendered_figures`` fixtures)."""
+    text, tables, exit status or stderr, never a figure (the ``unrendered_figures`` fixtures). ``drawn``: the names
+    of the figures a test does read (``importance_heatmap``), drawn and saved as ``save_figure`` saves them, their
+    log axes' labels left unthinned."""
     from matplotlib.figure import Figure
 
     from peftlab.analysis.figures import style
 
+    real = getattr(Figure.savefig, "drawing", Figure.savefig)  # inside another such patch: the one that draws
+
     def savefig(self, fname, **kwargs):
+        name = Path(fname).name  # write_atomic's temporary name: .NAME.png.HEX.tmp
+        if any(name.startswith(f".{kept}.") or name.startswith(f"{kept}.") for kept in drawn):
+            return real(self, fname, **kwargs)
         Path(fname).write_bytes(b"")
 
+    savefig.drawing = real
     patch.setattr(Figure, "savefig", savefig)
     patch.setattr(style, "thin_log_labels", lambda fig: None)

@@ -15,6 +15,7 @@ pytestmark = [
     pytest.mark.e2e,
     needs_fashion_mnist(),
 ]
+FIGURES_DRAWN = ("importance_heatmap",)  # the one figure the tests read; the others written empty (conftest.py)
 
 
 @pytest.fixture(scope="module")

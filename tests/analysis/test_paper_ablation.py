@@ -12,6 +12,8 @@ from test_paper import macros
 
 from peftlab.analysis.paper import build as paper
 
+FIGURES_DRAWN = ()  # reads the papers' text and tables: the figures' files written empty (conftest.py)
+
 
 @pytest.fixture(scope="module")
 def crossed(tmp_path_factory):

@@ -17,6 +17,8 @@ from peftlab.analysis.paper.tuning_table import latex_table
 from peftlab.analysis.paper.tuning_words import seed_words
 from peftlab.analysis.report import tuning
 
+FIGURES_DRAWN = ()  # reads the reports' and papers' text and the figures' objects: their files written empty (conftest)
+
 LRS = [1e-2, 3e-2]
 
 

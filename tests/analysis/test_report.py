@@ -15,7 +15,11 @@ from testkit import cli_here, run_cli
 from peftlab.analysis.report.build import write_report
 from peftlab.utils.errors import UserError
 
-pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
+# drawn: the figures whose data only this module's reports give (several datasets' performance profile, the
+# quantized runs' trade-off); the others built and written empty (conftest.figures_drawn): the tests read the
+# reports' text, tables and file names, and test_figures.py, test_paper_figures.py and test_health.py draw them
+FIGURES_DRAWN = ("performance_profile", "quantization_tradeoff")
+
 
 # variant, method, r, {seed: test top-1}
 DEFAULT_LIKE = [

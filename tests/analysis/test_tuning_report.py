@@ -8,7 +8,7 @@ import pytest
 
 from peftlab.analysis.report.tuning import added_lines, edge_choices, numeric_axis, plot_tuning, report_section
 
-pytestmark = pytest.mark.usefixtures("quick_figures")  # figures written in cheap encodings (conftest.py)
+FIGURES_DRAWN = ("tuning",)  # the figure the tests read; the report's others written empty (conftest.py)
 
 
 def selection(method, axes, trials, chosen, search="grid", done=True):

@@ -18,6 +18,8 @@ from peftlab.analysis.stats.vtab_scores import averages
 from peftlab.config.suites import VTAB1K_TASKS
 from peftlab.utils.errors import UserError
 
+FIGURES_DRAWN = ("vtab_differences",)  # the figure the tests read; the reports' others written empty (conftest.py)
+
 # configuration, method: {task: {seed: test top-1}}; 2 of 7 Natural, 1 of 4 Specialized, 1 of 8 Structured
 SMALL = {
     ("full", "full"): {
