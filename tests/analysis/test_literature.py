@@ -20,6 +20,7 @@ from peftlab.analysis.results.load import load_results
 from peftlab.tuners import TUNERS
 from peftlab.utils.errors import UserError
 
+FIGURES_DRAWN = ()  # reads the papers' and reports' text: the figures written empty (conftest.py)
 VPETL = ("vpetl_cifar", "vpetl_vtab_mean")
 # V-PETL Bench's VTAB table rows that peftlab has, and the method each stands for
 VPETL_METHODS = {

@@ -24,8 +24,8 @@ from peftlab.tuners import TUNERS, plugins
 from peftlab.tuners.catalog import method_rows
 from peftlab.utils.errors import ConfigError
 
-# the report of the tuned study is read as text: its figures in the cheaper encodings (conftest.py)
-pytestmark = pytest.mark.usefixtures("quick_figures")
+# the report of the tuned study is read as text: its figures built and written empty (conftest.py)
+FIGURES_DRAWN = ()
 
 EXAMPLE = REPO / "tests" / "plugin_example"
 EXAMPLE_ENTRY_POINTS = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]["entry-points"]
