@@ -17,7 +17,7 @@ from peftlab.utils.errors import UserError
 
 # drawn: the figures whose data only this module's reports give (several datasets' performance profile, the
 # quantized runs' trade-off); the others built and written empty (conftest.figures_drawn): the tests read the
-# reports' text, tables and file names, and test_figures.py, test_paper_figures.py and test_health.py draw them
+# reports' text, tables and file names, and test_figures.py and test_paper_figures.py draw each of them
 FIGURES_DRAWN = ("performance_profile", "quantization_tradeoff")
 
 
