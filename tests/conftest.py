@@ -159,8 +159,7 @@ def unrendered_figures(monkeypatch):
 @pytest.fixture(scope="module")
 def module_unrendered_figures():
     """``unrendered_figures`` for a whole module (``pytestmark = pytest.mark.usefixtures(...)``)."""
-    with pytest.MonkeyPatch.context() as patch:
-        write_figures_empty(patch)
+    with figures_drawn_only():
         yield
 
 

@@ -1,5 +1,6 @@
 """Shared test helpers (a plain module: several conftest.py files would shadow each other)."""
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -442,7 +443,6 @@ def group_alive(pgid: int) -> bool:
 
 def cli_in_process(*argv: str) -> tuple[int, str, float, int]:
     """(exit status, stderr, CPU seconds, peak memory growth in bytes) of ``peftlab ARGV`` run in this process."""
-    import contextlib
     import io
 
     from peftlab import cli
@@ -458,7 +458,6 @@ def cli_in_process(*argv: str) -> tuple[int, str, float, int]:
 def command_in_process(*argv: str) -> tuple[int, str]:
     """(exit status, stderr) of ``peftlab ARGV`` in this process through ``cli.run_command`` (no atexit hooks), its
     SIGTERM handler restored after it."""
-    import contextlib
     import io
     import signal
 
@@ -477,7 +476,6 @@ def cli_here(*argv: str):
     """``run_cli``'s answer (a CompletedProcess: exit status, stdout, stderr) for ``peftlab ARGV`` run in this process
     through ``cli.run_command``, from the repository folder (argparse's exit is its status), its SIGTERM handler
     restored after it: for a test of what a command computes or refuses, where no process of its own is tested."""
-    import contextlib
     import io
     import signal
     import subprocess
@@ -565,20 +563,15 @@ def applied_counts(cfg) -> dict:
     return {**tuner.parameter_counts(), "head": head}
 
 
+@contextlib.contextmanager
 def figures_drawn_only(*drawn: str):
     """``write_figures_empty`` for as long as the context lasts, the figures named ``drawn`` drawn: a module fixture
     of a module whose tests read one figure's file, or whose report alone draws one figure's data."""
-    import contextlib
-
     import pytest
 
-    @contextlib.contextmanager
-    def patched():
-        with pytest.MonkeyPatch.context() as patch:
-            write_figures_empty(patch, drawn)
-            yield
-
-    return patched()
+    with pytest.MonkeyPatch.context() as patch:
+        write_figures_empty(patch, drawn)
+        yield
 
 
 def write_figures_empty(patch, drawn: tuple[str, ...] = ()) -> None:
