@@ -2,6 +2,7 @@ import collections
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from testkit import (  # after the environment above: it may import torch
     TINY_MODEL,
+    bitsandbytes_shown_again,
     figures_drawn_only,
     write_figures_empty,
 )
@@ -125,6 +127,19 @@ def stop_handlers_restored():
 
 
 @pytest.fixture(autouse=True)
+def bitsandbytes_importable_again():
+    """A test that trains or validates an unquantized run in this process (an in-process ``peftlab train``) hides
+    bitsandbytes as that command's own process would for the rest of its life (``libraries.without_bitsandbytes``),
+    and PEFT and transformers cache that it is absent: the pytest process goes on, so after such a test bitsandbytes
+    is importable again and their cached answers are asked again, or a quantized run in a later test of this worker
+    would find it missing."""
+    hidden_before = "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None
+    yield
+    if not hidden_before:
+        bitsandbytes_shown_again()
+
+
+@pytest.fixture(autouse=True)
 def model_records_of_the_test(tmp_path_factory, monkeypatch):
     """Each test starts with an empty model-record cache of its own (peftlab.records), in this process and the
     commands it starts: an answer a test expects from the live code is never read from another test's record."""
@@ -154,13 +169,6 @@ def unrendered_figures(monkeypatch):
     """This test's figures built, then written as empty files (``testkit.write_figures_empty``); a module's fixtures
     set up before it draw theirs."""
     write_figures_empty(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def module_unrendered_figures():
-    """``unrendered_figures`` for a whole module (``pytestmark = pytest.mark.usefixtures(...)``)."""
-    with figures_drawn_only():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from testkit import REPO, needs_fashion_mnist, write_tiny_run
+from testkit import REPO, bitsandbytes_shown_again, needs_fashion_mnist, write_tiny_run
 
 # Library chatter of every kind, emitted while the command runs: log records of the libraries
 # peftlab uses (the bitsandbytes line is the one AVX512-BF16 CPUs print) and Python warnings.
@@ -254,3 +254,16 @@ def test_what_a_c_library_prints_while_ray_connects_goes_to_the_library_log(tmp_
     )
     assert proc.returncode == 0 and proc.stderr == "after\n", proc.stderr
     assert "[core] gcs_client.cc: Failed to get cluster ID" in log.read_text()
+
+
+def test_bitsandbytes_hidden_by_an_in_process_run_is_found_again_by_peft_for_the_next_test(monkeypatch):
+    from peft.import_utils import is_bnb_available
+
+    from peftlab.utils.libraries import without_bitsandbytes
+
+    monkeypatch.delitem(sys.modules, "bitsandbytes", raising=False)  # as in a worker that has not imported it
+    without_bitsandbytes()  # what an in-process `peftlab train` of an unquantized run does
+    is_bnb_available.cache_clear()
+    assert not is_bnb_available()  # PEFT's LoRA injection asks this (its bnb dispatchers) and keeps the answer
+    bitsandbytes_shown_again()  # conftest's fixture, after such a test
+    assert "bitsandbytes" not in sys.modules and is_bnb_available()

@@ -441,6 +441,24 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
+# the functools caches of the libraries' "is bitsandbytes installed" answers (``bitsandbytes_shown_again``)
+BITSANDBYTES_ANSWERS = {
+    "peft.import_utils": ("is_bnb_available", "is_bnb_4bit_available"),
+    "transformers.utils.import_utils": ("is_bitsandbytes_available",),
+}
+
+
+def bitsandbytes_shown_again() -> None:
+    """bitsandbytes importable again in this process where ``libraries.without_bitsandbytes`` hid it, and PEFT's and
+    transformers' cached answers to "is it installed" asked again (conftest's ``bitsandbytes_importable_again``)."""
+    if "bitsandbytes" not in sys.modules or sys.modules["bitsandbytes"] is not None:
+        return
+    del sys.modules["bitsandbytes"]
+    for module, names in BITSANDBYTES_ANSWERS.items():
+        for name in names if module in sys.modules else ():
+            getattr(sys.modules[module], name).cache_clear()
+
+
 def cli_in_process(*argv: str) -> tuple[int, str, float, int]:
     """(exit status, stderr, CPU seconds, peak memory growth in bytes) of ``peftlab ARGV`` run in this process."""
     import io
