@@ -27,7 +27,7 @@ from peftlab.analysis.results.load import results_sha256
 from peftlab.utils.errors import UserError
 from peftlab.utils.files import write_atomic, write_text_atomic
 
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text and files read, no figure drawn
+FIGURES_DRAWN = ()  # text and files read, no figure drawn (conftest.py)
 
 SECRET = "the outside file's own words\n"
 STUDY_YAML = REPO / "configs" / "studies" / "default.yaml"

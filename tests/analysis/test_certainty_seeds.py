@@ -29,7 +29,7 @@ from peftlab.analysis.stats.trial_predictions import choice_certainty
 from peftlab.training.run_result import PREDICTION_FIELDS
 
 # reads the report's and paper's text and tables, never a figure's pixels or fonts
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")
+FIGURES_DRAWN = ()
 
 
 def test_a_lead_the_examples_call_sure_is_uncertain_once_the_seed_spread_is_in_it():

@@ -16,7 +16,7 @@ from peftlab.analysis.stats.trial_predictions import Unreadable, choice_certaint
 from peftlab.training.run_result import PREDICTION_FIELDS
 
 # reads the report's and paper's text and tables, never a figure's pixels or fonts
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")
+FIGURES_DRAWN = ()
 
 ALL, NONE = np.ones(50, bool), np.zeros(50, bool)
 

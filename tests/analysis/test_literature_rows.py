@@ -17,7 +17,7 @@ from peftlab.analysis.report.literature import LITERATURE, load_literature, stud
 from peftlab.config.suites import VTAB1K_TASKS
 from peftlab.utils.errors import UserError
 
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text read, no figure: none drawn (conftest.py)
+FIGURES_DRAWN = ()  # text and files read, no figure drawn (conftest.py)
 
 VARIANTS = ["full", "linear", "lora r=8"]
 # the data of a study: what its runs recorded of data.name and data.root

@@ -28,7 +28,7 @@ from peftlab.analysis.stats.comparisons import paired_comparisons
 from peftlab.analysis.stats.families import ABLATION, MAIN, comparison_families, repeats
 
 # reads the report's and paper's text and tables, never a figure's pixels or fonts
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")
+FIGURES_DRAWN = ()
 
 # --- 2. chance: each seed's run on the shared test images -----------------------------------------------------------
 

@@ -12,7 +12,7 @@ from studyfiles import set_data, write_study_dir
 from peftlab.analysis.paper import build as paper
 from peftlab.study.report_options import report_options
 
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text read, no figure: none drawn (conftest.py)
+FIGURES_DRAWN = ()  # text and files read, no figure drawn (conftest.py)
 
 
 def macros(results: str) -> dict[str, str]:
@@ -159,8 +159,6 @@ def test_the_setup_names_the_backbone_and_an_image_folder_s_dataset_as_the_study
 
 
 def test_a_study_s_dataset_entry_is_checked():
-    import pytest
-
     from peftlab.utils.errors import ConfigError
 
     good = report_options({"datasets": {"hues": {"name": "Hues", "classes": 4}}}).datasets["hues"]

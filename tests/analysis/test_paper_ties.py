@@ -4,7 +4,6 @@ one test example (1/n_test; equal correct counts differ only by float rounding) 
 
 import json
 
-import pytest
 from studyfiles import write_study_dir
 from test_paper import macros, selection
 
@@ -12,7 +11,7 @@ from peftlab.analysis.paper import build as paper
 from peftlab.analysis.report.build import write_report
 from peftlab.analysis.results.tuning_choices import edge_choices
 
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text and files read, no figure drawn
+FIGURES_DRAWN = ()  # text and files read, no figure drawn (conftest.py)
 
 TEST_SIZE = 600
 # correct test examples per seed: full 1350 of 1800, lora r=8 1348 (means 2/1800 apart, less than one example)

@@ -23,7 +23,7 @@ from test_paper import macros
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.results.load import load_results
 
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text read, no figure: none drawn (conftest.py)
+FIGURES_DRAWN = ()  # text and files read, no figure drawn (conftest.py)
 
 SETTINGS = {0.05, 95.0, 80.0, 5.0, 2.0}  # alpha, confidence, power, Wilcoxon's least pairs, its floor's 2
 

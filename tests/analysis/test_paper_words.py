@@ -6,7 +6,6 @@ import json
 import re
 
 import pandas as pd
-import pytest
 from ablationfiles import write_crossed_study
 from studyfiles import write_study_dir
 from test_paper import macros
@@ -14,7 +13,7 @@ from test_paper import macros
 from peftlab.analysis.paper import build as paper
 from peftlab.analysis.paper.methods import plugin_bibtex
 
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text read, no figure: none drawn (conftest.py)
+FIGURES_DRAWN = ()  # text and files read, no figure drawn (conftest.py)
 
 
 def methods_text(study, out) -> str:

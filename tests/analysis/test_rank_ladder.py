@@ -14,7 +14,7 @@ from peftlab.analysis.results.load import load_results
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.analysis.stats.rank_trend import rank_variants
 
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text read, no figure: none drawn (conftest.py)
+FIGURES_DRAWN = ()  # text and files read, no figure drawn (conftest.py)
 
 R16 = [0.726, 0.712, 0.741]  # r=4 + 5 points on every seed: r=4 against r=16 alone is significant
 

@@ -13,7 +13,7 @@ from testkit import command_in_process
 from peftlab.analysis.results.load import load_results, results_lines, superseded_runs
 from peftlab.study.records import RUNS_FILE
 
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")  # text read, no figure: none drawn (conftest.py)
+FIGURES_DRAWN = ()  # text and files read, no figure drawn (conftest.py)
 
 PLUGIN = {"distribution": "my-adapters", "code_sha256": "ab" * 32}
 

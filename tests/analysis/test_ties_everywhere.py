@@ -18,7 +18,7 @@ from peftlab.analysis.report.protocol_card import card, latex_card
 from peftlab.analysis.stats.intervals import pareto_front, pareto_mask
 
 # reads the report's and paper's text and tables, never a figure's pixels or fonts
-pytestmark = pytest.mark.usefixtures("module_unrendered_figures")
+FIGURES_DRAWN = ()
 
 ONE_EXAMPLE = 1 / 2000  # the default kind's test set: 2,000 images
 

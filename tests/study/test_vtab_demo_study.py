@@ -13,7 +13,8 @@ from testkit import REPO, TINY_MODEL, cli_here, needs_fashion_mnist, run_cli
 
 from peftlab.data.demo import write_vtab_demo
 
-pytestmark = [pytest.mark.e2e, needs_fashion_mnist(), pytest.mark.usefixtures("module_unrendered_figures")]
+pytestmark = [pytest.mark.e2e, needs_fashion_mnist()]
+FIGURES_DRAWN = ()  # the reports are read as text (conftest.py)
 
 
 def test_a_tuned_study_on_the_demo_task_follows_the_vtab_protocol(tmp_path, monkeypatch):
