@@ -597,9 +597,9 @@ def write_figures_empty(patch, drawn: tuple[str, ...] = ()) -> None:
     a report or paper draws is still built as it builds it, and each file written where the command writes it,
     through the same checks; matplotlib's layout and drawing, most of a report's cost, are left out, the draw that
     measures a log axis' tick labels before saving (``ticks.thin_log_labels``) too. For tests that read a command's
-    text, tables, exit status or stderr, never a figure (the ``unrendered_figures`` fixtures). ``drawn``: the names
-    of the figures a test does read (``importance_heatmap``), drawn and saved as ``save_figure`` saves them, their
-    log axes' labels left unthinned."""
+    text, tables, exit status or stderr, never a figure (the ``unrendered_figures`` fixture, a module's
+    ``FIGURES_DRAWN``). ``drawn``: the names of the figures a test does read (``importance_heatmap``), drawn and
+    saved as ``save_figure`` saves them, their log axes' labels left unthinned."""
     from matplotlib.figure import Figure
 
     from peftlab.analysis.figures import style
