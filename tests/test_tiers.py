@@ -28,7 +28,7 @@ def test_the_shard_is_the_commits_unless_one_is_asked_for(monkeypatch, tmp_path)
     assert tiers.chosen_shard(tmp_path) is None and tiers.left_out(tmp_path) == set()
     monkeypatch.setenv(tiers.ENV_SHARD, "3")
     assert tiers.chosen_shard(tmp_path) == 3
-    for bad in ("4", "-1", "x"):
+    for bad in (str(tiers.SHARDS), "-1", "x"):
         monkeypatch.setenv(tiers.ENV_SHARD, bad)
         with pytest.raises(ValueError, match="PEFTLAB_TEST_SHARD"):
             tiers.chosen_shard(tmp_path)

@@ -5,9 +5,10 @@ method of the same Ctrl-C, another signal of the same stop, a second executor's 
 whose code path a kept test walks end to end. Those are ``FULL`` below, each with the kept test that covers its
 path and its wall seconds in the profile of 2026-11-30 (run l: 1,642 s of pytest on an Intel Xeon, 444 s of
 its 3,221 test-seconds are these; the 11 added later that day, in an AVX2-only AMD EPYC's profile: 311 of its
-4,622). So that none of them rots unseen, `make test` runs a quarter of them too: the shard
-``int(commit[:8], 16) % SHARDS`` of the checked-out commit, each shard about as long as another
-(``PEFTLAB_TEST_SHARD=K`` picks one, ``all`` takes every one). `make test-full` runs them all.
+4,622; the one added 2026-12-01 in that class's profile of 2026-11-30). So that none of them rots unseen, `make
+test` runs a sixth of them too: the shard ``int(commit[:8], 16) % SHARDS`` of the checked-out commit, each shard
+about as long as another (``PEFTLAB_TEST_SHARD=K`` picks one, ``all`` takes every one). `make test-full` runs them
+all. Six shards since 2026-12-01 (four before): each case still runs on about one landing in six.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import subprocess
 from pathlib import Path
 
-SHARDS = 4
+SHARDS = 6
 ENV_TIER = "PEFTLAB_TEST_TIER"  # "ci" (make test): the full tier's shard only; unset or "full": everything
 ENV_SHARD = "PEFTLAB_TEST_SHARD"
 
@@ -129,6 +130,11 @@ FULL: dict[str, tuple[float, str]] = {
     "claims": (
         32.0,
         "test_reproduce.py's archive rerun elsewhere, every metric; test_reproduce_received.py's data kept outside",
+    ),
+    # added 2026-12-01, its seconds from the AVX2-only AMD EPYC's profile of 2026-11-30 (session 23's first CI)
+    "tests/test_cli_imports.py::test_validate_of_a_quantized_lora_config_keeps_bitsandbytes": (
+        10.9,
+        "tests/study/test_worker_imports.py's quantized run: the same switch keeps bitsandbytes and PEFT's layers",
     ),
 }
 
