@@ -459,6 +459,31 @@ def bitsandbytes_shown_again() -> None:
             getattr(sys.modules[module], name).cache_clear()
 
 
+def built_once(tmp_path_factory, name: str, build):
+    """``build(folder)``'s result (a path in ``folder``), built once for every xdist worker of this pytest run: the
+    first worker to ask builds it in the run's own temporary folder, which the workers share, under a file lock; a
+    later one waits for it and reads what it built. For a session fixture that only reads what it gets (a test that
+    changes it copies it first). Outside xdist, in this process's own folder. A build that failed leaves no mark,
+    so the next worker to ask builds it again, from an empty folder."""
+    import json
+    import shutil
+
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    folder = tmp_path_factory.getbasetemp().parent / f"built-once-{name}"  # pytest-N/: this run's, not another's
+    with FileLock(f"{folder}.lock"):
+        mark = folder.with_name(folder.name + ".json")
+        if mark.is_file():
+            return Path(json.loads(mark.read_text()))
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        made = build(folder)
+        mark.write_text(json.dumps(str(made)))
+        return made
+
+
 def cli_in_process(*argv: str) -> tuple[int, str, float, int]:
     """(exit status, stderr, CPU seconds, peak memory growth in bytes) of ``peftlab ARGV`` run in this process."""
     import io

@@ -152,12 +152,14 @@ def drawn(monkeypatch):
 
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory):
-    """The image-folder study's submission archive (archivefiles.py), built once per pytest process (once per xdist
-    worker that runs a file needing it) and read by the archive tests (test_reproduce.py, test_reproduce_hostile.py,
-    test_reproduce_received.py, ...): a test that changes it, or its study folder, unpacks or copies its own."""
+    """The image-folder study's submission archive (archivefiles.py), built once per pytest run (by the first xdist
+    worker that runs a file needing it: ``testkit.built_once``) and read by the archive tests (test_reproduce.py,
+    test_reproduce_hostile.py, test_reproduce_received.py, ...): a test that changes it, or its study folder, unpacks
+    or copies its own."""
     from archivefiles import make_archive
+    from testkit import built_once
 
-    return make_archive(tmp_path_factory.mktemp("made"))
+    return built_once(tmp_path_factory, "made", make_archive)
 
 
 @pytest.fixture(scope="session")
