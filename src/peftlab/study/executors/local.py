@@ -47,8 +47,11 @@ PRELOAD = (
 # where a study has runs that quantize their base: bitsandbytes imports torch's compiler, which cost each
 # such run 0.9 CPU-s in its forked worker on an AMD EPYC (0.08 s with it preloaded; issue 64)
 QUANTIZED_PRELOAD = ("torch._inductor.compile_fx",)
-# last: reads the runs' array datasets once and holds them (``held_for``, data.held)
+# next to last: reads the runs' array datasets once and holds them (``held_for``, data.held)
 HELD_PRELOAD = "peftlab.study.executors.held_preload"
+# last: the server ignores SIGINT from then on, which tells the study that it serves (``await_server``)
+SERVING_PRELOAD = "peftlab.study.executors.serving_preload"
+SERVER_POLL_SECONDS = 0.02  # how often ``await_server`` reads the forkserver's state
 
 # A worker killed by a signal leaves its semaphores (tqdm's lock) to multiprocessing's resource
 # tracker, which removes them and warns on the study's stderr; the runner's own line says what happened.
@@ -64,16 +67,40 @@ def default_start_method() -> str:
 def worker_context(start_method: str = "forkserver", preload: tuple[str, ...] = PRELOAD, held: str | None = None):
     """The multiprocessing context of local workers; ``forkserver``'s server started, ``preload`` imported
     in it, and with ``held`` (``held_for``) the datasets it names read and held there (a server already running
-    keeps what it preloaded and held)."""
+    keeps what it preloaded and held), once it serves (``await_server``)."""
     if QUIET_TRACKER not in sys.warnoptions:  # passed as -W to the tracker, forkserver and spawned processes
         sys.warnoptions.append(QUIET_TRACKER)
     if start_method == "spawn":
         multiprocessing.resource_tracker.ensure_running()  # now: its start unblocks SIGINT (start_forkserver)
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(preload) + ([HELD_PRELOAD] if held else []))
+    ctx.set_forkserver_preload(list(preload) + ([HELD_PRELOAD] if held else []) + [SERVING_PRELOAD])
     start_forkserver(held)
+    await_server()  # a Ctrl-C meanwhile is taken now, not once a worker's start returns
     return ctx
+
+
+def await_server() -> None:
+    """Wait, taking a Ctrl-C at once, until this process's forkserver has imported its preload (its last module,
+    ``SERVING_PRELOAD``, makes it ignore SIGINT, read in /proc/PID/status). A worker's start waits for that too, but
+    with SIGINT held back (``start_held``): a Ctrl-C while the server imported torch, timm and PEFT was answered
+    only once they were imported (12 s on a 2-core AMD EPYC, 2026-12-01). The server dies with the study
+    (``worker.die_with_starting_study``). Where /proc cannot tell (not Linux), or the server is gone, no wait."""
+    import multiprocessing.forkserver
+
+    pid = multiprocessing.forkserver._forkserver._forkserver_pid
+    while pid is not None and importing(pid):
+        time.sleep(SERVER_POLL_SECONDS)
+
+
+def importing(pid: int) -> bool:
+    """Whether process ``pid`` lives and has yet to ignore SIGINT (/proc/PID/status); False where that is not read."""
+    try:
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        ignored = int(status["SigIgn"], 16)
+    except (OSError, KeyError, ValueError):
+        return False
+    return status.get("State", "Z")[0] not in "ZX" and not ignored & (1 << (signal.SIGINT - 1))
 
 
 # the final jobs of the study this process runs (``serving``), which every forkserver it starts serves too
