@@ -12,6 +12,11 @@ from a forkserver, so the build and the data set-up include imports and the data
 A side-by-side comparison of two trees runs it with each tree's sources in turn, alternating, for example
 ``PYTHONPATH=/tmp/old/src python benchmarks/final_run_parts.py --quant int8`` against the same with this tree's.
 With ``--out`` the run directory stays, for comparing two trees' results bit for bit.
+
+``--profile-tests``: each test pass (the test split's, the merged model's) under torch's profiler, its operators'
+CPU time and the rate of its Linear products (the multiply-adds of the model's Linear layers over the pass's
+images, as GFLOP/s of the products' own time): how far the products of a final run's overhead are from the core's
+peak (an AVX2 core with two FMA units: 32 fp32 FLOP a cycle).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def main() -> int:
     parser.add_argument("--method", default="lora")
     parser.add_argument("--out", type=Path, help="keep the run directory here (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--profile-tests", action="store_true", help="profile the test passes' operators")
     args = parser.parse_args()
 
     from peftlab.utils.cpu import pin_arithmetic
@@ -60,6 +66,9 @@ def main() -> int:
     modules = {"recipe": recipe, "outcome": outcome}
     for stage, (module, name) in STAGES.items():
         timed(modules[module], name, cpu, stage)
+    passes: list[dict] = []
+    if args.profile_tests:
+        profile_test_passes(outcome, passes)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = (args.out or Path(scratch)) / "run"
@@ -73,11 +82,45 @@ def main() -> int:
         "stages_cpu_seconds": {stage: round(cpu[stage], 3) for stage in STAGES},
         "test_top1": result["metrics"]["test_top1"],
         "merged_test_top1": result["metrics"]["merged_test_top1"],
+        **({"test_passes": passes} if passes else {}),
     }
     print(json.dumps(figures, indent=1))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0 if result["status"] == "completed" else 1
+
+
+def profile_test_passes(outcome, passes: list[dict]) -> None:
+    """Wrap ``outcome.evaluate`` (the test passes): each pass's operators' CPU ms and its Linear products' rate."""
+    import torch
+
+    evaluate = outcome.evaluate
+
+    def profiled(model, dataset, *rest, **options):
+        macs = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            numbers = evaluate(model, dataset, *rest, **options)
+        ops = {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}
+        products = ops.get("mkldnn::_linear_pointwise", 0.0) + ops.get("aten::addmm", 0.0) + ops.get("aten::mm", 0.0)
+        tokens = len(dataset) * tokens_per_image(model)
+        passes.append(
+            {
+                "pass": rest[3] if len(rest) > 3 else "?",
+                "images": len(dataset),
+                "operators_cpu_ms": {k: round(v, 1) for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:8]},
+                "linear_gflop": round(2 * macs * tokens / 1e9, 2),
+                "linear_gflops_per_s": round(2 * macs * tokens / 1e9 / (products / 1e3), 1) if products else None,
+            }
+        )
+        return numbers
+
+    outcome.evaluate = profiled
+
+
+def tokens_per_image(model) -> int:
+    """The tokens a ViT's blocks see per image (its patches and class token), read from its patch embedding."""
+    found = next(m for m in model.modules() if hasattr(m, "num_patches") and hasattr(m, "proj"))
+    return found.num_patches + 1
 
 
 if __name__ == "__main__":
