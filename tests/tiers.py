@@ -8,7 +8,7 @@ its 3,221 test-seconds are these; the 11 added later that day, in an AVX2-only A
 4,622; the one added 2026-12-01 in that class's profile of 2026-11-30). So that none of them rots unseen, `make
 test` runs a sixth of them too: the shard ``int(commit[:8], 16) % SHARDS`` of the checked-out commit, each shard
 about as long as another (``PEFTLAB_TEST_SHARD=K`` picks one, ``all`` takes every one). `make test-full` runs them
-all. Six shards since 2026-12-01 (four before): each case still runs on about one landing in six.
+all. Six shards since 2026-12-01 (four before): each case runs on about one landing in six.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def await_server() -> None:
     """Wait, taking a Ctrl-C at once, until this process's forkserver has imported its preload (its last module,
     ``SERVING_PRELOAD``, makes it ignore SIGINT, read in /proc/PID/status). A worker's start waits for that too, but
     with SIGINT held back (``start_held``): a Ctrl-C while the server imported torch, timm and PEFT was answered
-    only once they were imported (12 s on a 2-core AMD EPYC, 2026-12-01). The server dies with the study
+    only once they were imported (10 to 12 s on a 2-core AMD EPYC, 2026-12-01). The server dies with the study
     (``worker.die_with_starting_study``). Where /proc cannot tell (not Linux), or the server is gone, no wait."""
     import multiprocessing.forkserver
 
