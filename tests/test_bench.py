@@ -33,6 +33,7 @@ def test_bench_writes_well_formed_json(tmp_path):
         "4",
         "--repeats",
         "2",
+        *("--matmul-size", "128"),  # an AVX2-only CPU's bf16 matmul at 1024: about 2 s a call, six calls
         "--default-study",
         str(tmp_path / "no-study.yaml"),
         "--json",

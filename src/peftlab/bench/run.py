@@ -43,6 +43,7 @@ class BenchOptions:
     batch: int = 32
     dtype: str = "fp32"
     repeats: int = 5
+    matmul_size: int = 1024  # the precision figure's square matmul (an AVX2-only CPU's bf16 one: about 2 s)
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     default_study: Path = Path("configs/studies/default.yaml")  # P6 measures its LoRA run
     with_memory: bool = True
@@ -122,7 +123,8 @@ def measure_methods(b: Bench, report: dict) -> dict:
 
 def measure_precision(b: Bench, report: dict) -> dict:
     o = b.options
-    return {"precision": precision_figure(o.model_section, o.img_size, b.images, b.labels, o.repeats, b.device)}
+    figure = precision_figure(o.model_section, o.img_size, b.images, b.labels, o.repeats, b.device, o.matmul_size)
+    return {"precision": figure}
 
 
 def measure_pin(b: Bench, report: dict) -> dict:

@@ -106,16 +106,15 @@ def training_flops(trainer: Trainer) -> int:
 
 
 def precision_figure(
-    model: str | dict, img_size: int | None, images, labels, repeats: int, device: torch.device
+    model: str | dict, img_size: int | None, images, labels, repeats: int, device: torch.device, n: int = 1024
 ) -> dict:
     """bf16 against fp32 on this machine, interleaved: a LoRA r=8 training step (bf16 autocast) and a
-    square matmul; and a 4-bit (nf4) base in evaluation with bitsandbytes' CPU kernel against the
+    square matmul (``n`` x ``n``); and a 4-bit (nf4) base in evaluation with bitsandbytes' CPU kernel against the
     reference arithmetic (``quant.cpu_kernel``). What they cost depends on the CPU (AVX2 only: bf16
     about 20x slower; AVX512-BF16: faster), so ``train.precision: auto`` stays fp32 on a CPU and a
     user switches on this measurement."""
     lora = make_cfg(model, img_size, "lora")
     steps = {precision: Trainer(lora, images, labels, precision, device=device) for precision in ("fp32", "bf16")}
-    n = 1024
     mats = {
         precision: [torch.randn(n, n, dtype=DTYPES[precision], device=device) for _ in range(2)] for precision in DTYPES
     }

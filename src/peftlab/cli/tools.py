@@ -26,6 +26,7 @@ BENCH_SIZES = {
     "--patch-size": (1, 1024),
     "--batch": (1, 1024),
     "--repeats": (1, 1000),
+    "--matmul-size": (1, 16_384),
     "--large-steps": (1, 1000),
     "--num-workers": (0, 64),
     "--data-images": (1, 20_000),
@@ -77,6 +78,12 @@ def add_bench(sub) -> None:
         type=between(*BENCH_SIZES["--repeats"]),
         default=5,
         help="interleaved timed repetitions (after warm-up)",
+    )
+    p.add_argument(
+        "--matmul-size",
+        type=between(*BENCH_SIZES["--matmul-size"]),
+        default=1024,
+        help="precision figure: the square matmul's side, fp32 and bf16 (default 1024)",
     )
     p.add_argument(
         "--default-study",
@@ -194,6 +201,7 @@ def cmd_bench(args) -> int:
         batch=args.batch,
         dtype=args.dtype,
         repeats=args.repeats,
+        matmul_size=args.matmul_size,
         device=args.device,
         default_study=Path(args.default_study),
         with_memory=not args.no_memory,
