@@ -80,12 +80,6 @@ def add_bench(sub) -> None:
         help="interleaved timed repetitions (after warm-up)",
     )
     p.add_argument(
-        "--matmul-size",
-        type=between(*BENCH_SIZES["--matmul-size"]),
-        default=1024,
-        help="precision figure: the square matmul's side, fp32 and bf16 (default 1024)",
-    )
-    p.add_argument(
         "--default-study",
         default="configs/studies/default.yaml",
         help="P6: the study whose LoRA run's fixed cost is measured (skipped where absent or without its base)",
@@ -142,7 +136,13 @@ def add_bench(sub) -> None:
 
 
 def add_figure_flags(p) -> None:
-    """The flags of the data and text figures, which measure models of their own."""
+    """The flags of the precision, data and text figures: the sizes they measure at, or models of their own."""
+    p.add_argument(
+        "--matmul-size",
+        type=between(*BENCH_SIZES["--matmul-size"]),
+        default=1024,
+        help="precision figure: the square matmul's side, fp32 and bf16 (default 1024)",
+    )
     p.add_argument(
         "--num-workers",
         type=between(*BENCH_SIZES["--num-workers"]),
