@@ -6,8 +6,10 @@ The run is the default study's first run of that method and base (configs/studie
 cached: make study or peftlab pretrain), its arithmetic pinned as ``peftlab study`` pins it (this script pins before
 torch is imported). The recipe's stages are timed as ``peftlab bench --only P6`` times them in a study's worker
 (``bench.fixed_cost.timed``): training steps, the validation passes in the loop, the test passes at the end (the
-test split and the merged model's), the merge check, the data set-up and the build. Unlike P6 the run is not forked
-from a forkserver, so the build and the data set-up include imports and the dataset's decoding: read the passes.
+test split and the merged model's), the merge check, the data set-up and the build; and a LoRA run's merges of its
+adapter into the base (``PeftTuner.merged_model``: the deployable's, and any the merge check makes itself). Unlike
+P6 the run is not forked from a forkserver, so the build and the data set-up include imports and the dataset's
+decoding: read the passes.
 
 A side-by-side comparison of two trees runs it with each tree's sources in turn, alternating, for example
 ``PYTHONPATH=/tmp/old/src python benchmarks/final_run_parts.py --quant int8`` against the same with this tree's.
@@ -33,6 +35,7 @@ STAGES = {  # what the output calls each timed function (module, name)
     "validation passes (in the loop)": ("recipe", "evaluate"),
     "test passes (test, merged test)": ("outcome", "evaluate"),
     "merge check": ("outcome", "check_merge"),
+    "merges (a LoRA run's)": ("lora", "merged_model"),
     "data set-up": ("recipe", "load_data"),
     "build": ("recipe", "build"),
     "adapter files": ("outcome", "write_adapter"),
@@ -57,13 +60,14 @@ def main() -> int:
     from peftlab.study.spec import load_study
     from peftlab.training import outcome, recipe
     from peftlab.training.run import train
+    from peftlab.tuners.peft_injection import PeftTuner
 
     study = load_study(Path("configs/studies/default.yaml"))
     runs = [s for s in study.runs if s.method == args.method and s.config.quant.mode == args.quant]
     if not runs:
         parser.error(f"the default study has no {args.method} run on a {args.quant} base")
     cpu: collections.Counter = collections.Counter()
-    modules = {"recipe": recipe, "outcome": outcome}
+    modules = {"recipe": recipe, "outcome": outcome, "lora": PeftTuner}
     for stage, (module, name) in STAGES.items():
         timed(modules[module], name, cpu, stage)
     passes: list[dict] = []

@@ -7,7 +7,7 @@ but torch keeps the same flags on every machine, so these tests read them where 
 
 import pytest
 import torch
-from testkit import TINY_MODEL
+from testkit import TINY_MODEL, needs_fashion_mnist
 
 from peftlab.config.schema import load_config
 from peftlab.training import evaluate
@@ -121,3 +121,40 @@ def test_full_fp32_restores_any_setting_and_forces_full_precision_in_each(run_wi
     with full_fp32():
         assert inside_state() == FULL_FP32
     assert settings() == before
+
+
+@needs_fashion_mnist()
+@pytest.mark.parametrize("test", [True, False], ids=["final-run", "trial"])
+def test_a_run_merges_once_at_full_fp32_and_checks_the_model_it_tested_merged(tmp_path, monkeypatch, test):
+    """A run's end merges its adapter once, with TF32 off, and the merge check compares that very model (the one
+    the merged test pass scored) with the adapter; a tuning trial merges once too, and checks it on val."""
+    from peftlab.training import outcome
+    from peftlab.training.run import train
+    from peftlab.tuners.peft_injection import PeftTuner
+
+    merges, checked = [], []
+    merged_model, check_merge = PeftTuner.merged_model, outcome.check_merge
+
+    def merge_counted(self, quantized=False):
+        merges.append(inside_state())
+        return merged_model(self, quantized)
+
+    def check_seen(*args, deployable=None, **kwargs):
+        checked.append(deployable)
+        return check_merge(*args, deployable=deployable, **kwargs)
+
+    monkeypatch.setattr(PeftTuner, "merged_model", merge_counted)
+    monkeypatch.setattr(outcome, "check_merge", check_seen)
+    cfg = load_config(
+        overrides={
+            "model": TINY_MODEL,
+            "method": {"name": "lora", "r": 2},
+            "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
+            "train": {"max_steps": 2, "batch_size": 16, "test": test},
+        }
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "completed", result["error"]
+    assert merges == [FULL_FP32] and len(checked) == 1 and checked[0] is not None
+    assert result["merge"]["ok"]
+    assert (result["metrics"]["merged_test_top1"] is not None) is test

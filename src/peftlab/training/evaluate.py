@@ -160,7 +160,14 @@ def per_class_record(counts: torch.Tensor, confusion: torch.Tensor | None) -> Pe
     return PerClass(labelled=labelled, predicted=predicted, correct=correct, confusion=matrix)
 
 
-def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repeats: int = 5) -> dict:
+def check_merge(
+    tuner,
+    dataset,
+    device: torch.device,
+    batch_size: int = 64,
+    repeats: int = 5,
+    deployable: torch.nn.Module | None = None,
+) -> dict:
     """Merged and adapter outputs on one test batch: max |diff| and latency ratio (interleaved; ``repeats=0``: none).
 
     ``max_abs_diff`` compares the exact merge (on a quantized base: dequant(W) + ΔW in fp32)
@@ -173,17 +180,26 @@ def check_merge(tuner, dataset, device: torch.device, batch_size: int = 64, repe
 
     The merges and the forwards run at full fp32 precision (``full_fp32``: TF32 off, whatever
     ``train.tf32`` says), so the check measures the merge, not TF32's rounding (about 1e-4 of a ViT's
-    logits on an H100); ``tf32`` and ``matmul_precision`` record what it ran at, read inside it.
+    logits on an H100); ``tf32`` and ``matmul_precision`` record what it ran at, read inside it. ``deployable``:
+    ``tuner.merged_model(quantized=tuner.quantized)`` where the caller merged it already (at full fp32: a run's merged
+    test pass), checked rather than merged again.
     """
     with full_fp32():
         precision = {"tf32": tf32_allowed(), "matmul_precision": torch.get_float32_matmul_precision()}
-        check = compare_merged(tuner, dataset, device, batch_size, repeats)
+        check = compare_merged(tuner, dataset, device, batch_size, repeats, deployable)
     return {**check, **precision}
 
 
-def compare_merged(tuner, dataset, device: torch.device, batch_size: int, repeats: int) -> dict:
+def compare_merged(
+    tuner, dataset, device: torch.device, batch_size: int, repeats: int, deployable: torch.nn.Module | None = None
+) -> dict:
     """``check_merge``'s comparisons, at whatever precision the caller set."""
-    merged = tuner.merged_model().to(device).eval()
+
+    def merged_model(quantized: bool) -> torch.nn.Module:
+        built = deployable if deployable is not None and quantized == tuner.quantized else None
+        return (built if built is not None else tuner.merged_model(quantized=quantized)).to(device).eval()
+
+    merged = merged_model(quantized=False)
     model = tuner.model
     was_training = model.training
     model.eval()
@@ -205,7 +221,7 @@ def compare_merged(tuner, dataset, device: torch.device, batch_size: int, repeat
             ratio = metrics.median(times["merged"]) / metrics.median(times["adapter"])
             check["merged_vs_adapter_latency_ratio"] = ratio
         if tuner.quantized:
-            requantized = tuner.merged_model(quantized=True).to(device).eval()
+            requantized = merged_model(quantized=True)
             check["requantized_max_abs_diff"] = float((requantized(images) - model(images)).abs().max())
             if tuner.exact_quantized_merge:  # QA-LoRA: the merge stays quantized and must be exact
                 check["requantized_ok"] = check["requantized_max_abs_diff"] <= check["tolerance"]

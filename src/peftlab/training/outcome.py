@@ -40,6 +40,7 @@ from peftlab.training.run_result import (
     RunResult,
     Timing,
 )
+from peftlab.training.runtime import full_fp32
 from peftlab.training.step import Diverged, Optimization
 from peftlab.tuners.base import is_head_param
 from peftlab.utils.files import kill_point, write_atomic
@@ -86,12 +87,11 @@ def finish(
     base = base_perplexity(s, data) if tc.test and test.get("perplexity") is not None else None
     merged_test = merge = None
     # the deployable model: merged (re-quantized on a quantized base); None where the method's modules
-    # cannot fold into the base weights (adapters, prompts): nothing to test merged, no merge to check
-    deployable = tuner.merged_model(quantized=tuner.quantized) if tuner.is_adapter else None
-    if deployable is not None and not tc.test:  # a trial: its merge checked, not timed (nothing reads a trial's time)
-        del deployable
-        merge = check_merge(tuner, test_split, s.device, repeats=0)
-    elif deployable is not None:
+    # cannot fold into the base weights (adapters, prompts): nothing to test merged, no merge to check. Merged at
+    # full fp32, as the merge check merges (TF32 off), so that the check compares this very model: one merge a run
+    with full_fp32():
+        deployable = tuner.merged_model(quantized=tuner.quantized) if tuner.is_adapter else None
+    if deployable is not None and tc.test:
         merged_test = evaluate(
             deployable.to(s.device),
             test_split,
@@ -102,8 +102,10 @@ def finish(
             s.cfg.data.num_workers,
             s.progress,
         )
+    if deployable is not None:  # a trial's merge is checked on val, not timed (nothing reads a trial's time)
+        repeats = MERGE_TIMING_REPEATS if tc.test and not in_study(state) else 0
+        merge = check_merge(tuner, test_split, s.device, repeats=repeats, deployable=deployable)
         del deployable
-        merge = check_merge(tuner, test_split, s.device, repeats=0 if in_study(state) else MERGE_TIMING_REPEATS)
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
     write_adapter(tuner, s.run_dir, peft_header(s.cfg, data.spec, data.num_classes, data.splits.info.class_names))
