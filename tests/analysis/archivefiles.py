@@ -19,7 +19,7 @@ import tarfile
 from pathlib import Path
 
 import yaml
-from testkit import REPO, TINY_MODEL
+from testkit import REPO, TINY_MODEL, extract_all
 
 sys.path.insert(0, str(REPO / "tests" / "data"))  # datafiles, as the tests of tests/data import it
 from datafiles import write_image_folder
@@ -175,7 +175,7 @@ def make_archive(top: Path) -> Path:
 def unpacked(archive: Path, where: Path) -> Path:
     """The archive unpacked in ``where``, the study's data put where REPRODUCE.md says."""
     with tarfile.open(archive) as tar:
-        tar.extractall(where, filter="data")
+        extract_all(tar, where)
     root = where / NAME
     shutil.copytree(archive.parents[3] / "data" / "pets", root / "data" / "pets")
     return root

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from archivefiles import here, paper_and_pack, peftlab
 from test_reproduce_hostile import rehash
-from testkit import hf_text_dir
+from testkit import extract_all, hf_text_dir
 
 import peftlab as peftlab_api
 from peftlab.training.run_result import GENERATIONS
@@ -75,7 +75,7 @@ def received(made: dict, where: Path, change=None) -> Path:
     """The archive unpacked in ``where`` (``change`` made to it), the dataset and the supplied model folder put where
     REPRODUCE.md says."""
     with tarfile.open(made["archive"]) as tar:
-        tar.extractall(where, filter="data")
+        extract_all(tar, where)
     root = where / NAME
     if change is not None:
         change(root)

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from archivefiles import here, paper_and_pack
 from test_reproduce import hostile_record, peftlab, tampered
+from testkit import extract_all
 
 NAME = "received-submission"
 CLASSES = ("alpha", "beta", "gamma")
@@ -259,7 +260,7 @@ def edit_record(root: Path) -> None:
 )
 def test_a_changed_packed_file_or_record_is_named(received, tmp_path, change, named):
     with tarfile.open(received["archive"]) as tar:
-        tar.extractall(tmp_path, filter="data")
+        extract_all(tar, tmp_path)
     change(tmp_path / NAME)
     done = receive(received, tmp_path, "reproduce", NAME, "--runs", "0", "--out", "check")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -312,7 +313,7 @@ def test_a_rerun_base_other_than_the_recorded_one_is_a_difference_on_the_runs_ma
     import hashlib
 
     with tarfile.open(received["archive"]) as tar:
-        tar.extractall(tmp_path, filter="data")
+        extract_all(tar, tmp_path)
     root = tmp_path / NAME
     config = yaml.safe_load((root / "configs" / "pretrain.yaml").read_text())
     config["train"]["lr"] = 2 * config["train"]["lr"]  # as if the author's base had been trained otherwise

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO, TINY_MODEL
+from testkit import REPO, TINY_MODEL, extract_all
 
 sys.path.insert(0, str(REPO / "tests" / "data"))  # datafiles, as the tests of tests/data import it
 sys.path.insert(0, str(REPO / "tests" / "analysis"))
@@ -95,7 +95,7 @@ def received(tmp_path_factory) -> dict:
 def unpack(received: dict, where: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     with tarfile.open(received["archive"]) as tar:
-        tar.extractall(where, filter="data")
+        extract_all(tar, where)
     return where / NAME
 
 

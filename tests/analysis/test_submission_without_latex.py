@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from testkit import extract_all
 
 import peftlab
 from peftlab.analysis.archive.pack import PDF_NOT_PACKED
@@ -56,7 +57,7 @@ def test_without_latex_the_paper_is_packed_without_its_pdf_and_reproduce_names_i
     monkeypatch.setenv("PATH", path_with(tmp_path, "git"))  # no latexmk, no pdflatex
     out = peftlab.submission(study_dir, study_file, paper=paper, out=tmp_path / "packed.tar.gz")
     with tarfile.open(out) as tar:
-        tar.extractall(tmp_path / "received", filter="data")
+        extract_all(tar, tmp_path / "received")
     root = tmp_path / "received" / "pets-submission"
     assert (root / "paper" / "main.tex").is_file() and not (root / "paper" / "main.pdf").exists()
     assert json.loads((root / "archive.json").read_text())["paper_pdf"] == PDF_NOT_PACKED
