@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The pin and the former pin recorded on this CPU in one call (about 6 to 10 minutes on 2 cores), for a CPU of
-# another class than the committed records' (the AMD EPYC with AVX-512 has no record of onednn-avx512 or of
-# onednn-quantized yet; an AVX2-only EPYC recorded every other on 2026-11-30) to say whether it computes
-# the bits the records agree on (issue 87: the pin changed only where two vendors' records agreed):
+# The pin and the former pins recorded on this CPU in one call (about 6 to 10 minutes on 2 cores), for a CPU of
+# another class than the committed records' to say whether it computes the bits the records agree on (issue 87: the
+# pin changed only where two vendors' records agreed). Every pin has records of an Intel Xeon, an AMD EPYC with
+# AVX-512 and one with AVX2 only; the candidate onednn-avx512's Intel record was taken with the unfused AdamW (see
+# benchmarks/step_probe.py) and is to be taken again here on an Intel CPU with AVX-512 (copy its two records over
+# benchmarks/step_probe/intel-xeon-avx512-amx-onednn-avx512-downstream-threads{1,2}.json):
 #
 #     bash benchmarks/pin_candidates.sh [OUT_DIR] [PYTHON]      # default: runs/pin-candidates, .venv/bin/python
 #

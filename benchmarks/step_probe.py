@@ -42,7 +42,10 @@ an AMD EPYC with AVX2 only under the pin, the former pin and the candidate onedn
 ``amd-epyc-avx2-{onednn,compatible,onednn-quantized}-downstream-threads{1,2}.json``, from ``bash
 benchmarks/pin_candidates.sh``). Where bitsandbytes is not installed the QLoRA steps are recorded as skipped. The
 records named ``...-threadsN.json`` without a variant, and ``bias-apart``, are the pin of 2026-11-27's (``avx2``,
-``avx2-bias-apart``).
+``avx2-bias-apart``). Every downstream step takes the fused AdamW since 2026-12-01; before, a variant that changes
+the pin's switches (``onednn-avx512``, ``avx2``, ``avx2-bias-apart``) took the unfused AdamW, whose square root goes
+through MKL's VML by vendor, so ``intel-xeon-avx512-amx-onednn-avx512-downstream-*`` differ from an AMD EPYC's at
+each run's first parameter after AdamW with every product equal (they are to be taken again on an Intel CPU).
 """
 
 from __future__ import annotations
@@ -203,7 +206,9 @@ def probe_run(cfg, steps: int) -> dict:
     size, chans, batch = cfg.model.img_size, cfg.model.in_chans, cfg.train.batch_size
     images = torch.randn(batch, chans, size, size, generator=generator)
     labels = torch.randint(0, 10, (batch,), generator=generator)
-    trainer = Trainer(cfg, images, labels, "fp32", clip_grad=cfg.train.clip_grad)
+    # every variant is a candidate pin: its step takes the fused AdamW a reproducible run takes (left to the
+    # process's pin, a variant that changes the pin's switches got the unfused one, whose sqrt MKL's VML computes)
+    trainer = Trainer(cfg, images, labels, "fp32", clip_grad=cfg.train.clip_grad, reproducible=True)
     model, entries = trainer.model, []
 
     def grad_hook(name):
@@ -225,6 +230,7 @@ def probe_run(cfg, steps: int) -> dict:
         record.append({"step": step, "entries": [list(e) for e in entries]})
     return {
         "bitsandbytes": uses_bitsandbytes(model),
+        "adamw": "fused",  # records without it: fused where the variant kept the pin's switches, else unfused
         "all": hashlib.sha256(json.dumps(record).encode()).hexdigest()[:12],
         "record": record,
     }

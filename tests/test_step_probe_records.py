@@ -1,7 +1,7 @@
 """Issues 80 and 87: an Intel Xeon's pinned training steps are this CPU's. The committed records of both vendors
 (benchmarks/step_probe/: AMD EPYCs' and an Intel Xeon host's, each made on its own machine) agree entry for entry,
 under the pin (every Linear's products through oneDNN at AVX2: an AMD EPYC with AVX-512 and one with AVX2 only against
-the Xeon), under the pin since 2026-11-30, onednn-quantized (the AVX2-only EPYC against the Xeon), and under the
+the Xeon), under the pin since 2026-11-30, onednn-quantized (both EPYCs against the Xeon), and under the
 former pin that archives of its runs rerun with (MKL's COMPATIBLE branch: both EPYCs against the Xeon), and this
 machine, whichever x86 CPU runs the suite, gives the Xeon's record under the pin: three steps of the pretraining and
 of each default-study configuration the pin reaches (bitsandbytes' QLoRA steps are held to the records alone: their
@@ -26,6 +26,8 @@ INTEL_PIN_NOW = "intel-xeon-avx512-amx-onednn-quantized-downstream-threads{}.jso
 AMD_AVX512_COMPATIBLE = "amd-epyc-avx512bf16-compatible-downstream-threads{}.json"
 # the three pins' records of an AMD EPYC with AVX2 only (benchmarks/pin_candidates.sh, 2026-11-30)
 AMD_AVX2 = "amd-epyc-avx2-{}-downstream-threads{}.json"
+# an AMD EPYC with AVX-512's records of the pin and of the candidate onednn-avx512 (pin_candidates.sh, 2026-12-01)
+AMD_AVX512 = "amd-epyc-avx512bf16-{}-downstream-threads{}.json"
 
 
 def first_difference(mine: dict, recorded: dict) -> str | None:
@@ -93,6 +95,32 @@ def test_an_avx2_only_cpus_records_agree_with_the_xeons_under_every_pin(variant,
         assert first_difference(pin, avx2) is None  # the pretraining: full fine-tuning, the same products
         for name in ("lora quant=int8", "lora quant=nf4"):
             assert first_difference(pin["downstream"][name], avx2["downstream"][name]) is not None, name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_avx512_epycs_records_of_the_pin_since_2026_11_30_agree_with_the_xeons(threads):
+    amd, intel = record(AMD_AVX512.format("onednn-quantized", threads)), record(INTEL_PIN_NOW.format(threads))
+    assert (amd["cpu_vendor"], intel["cpu_vendor"]) == ("AuthenticAMD", "GenuineIntel")
+    assert amd["pin"] == intel["pin"] == cpu.PINNED and amd["variant"] == intel["variant"] == "onednn-quantized"
+    all_steps_agree(amd, intel, bitsandbytes=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_xeons_onednn_avx512_records_took_the_unfused_adamw_and_differ_there_alone(threads):
+    """Before 2026-12-01 the probe gave a variant that changes the pin's switches the unfused AdamW (its square root
+    through MKL's VML, by vendor): the Xeon's onednn-avx512 records part from an AMD EPYC's, made with the fused
+    AdamW, at each run's first parameter after the optimizer, every product, gradient and norm before it equal."""
+    amd, intel = (
+        record(AMD_AVX512.format("onednn-avx512", threads)),
+        record(f"intel-xeon-avx512-amx-onednn-avx512-downstream-threads{threads}.json"),
+    )
+    assert amd["variant"] == intel["variant"] == "onednn-avx512"
+    assert amd["pin"]["ONEDNN_MAX_CPU_ISA"] == intel["pin"]["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
+    assert first_difference(amd, intel) is None  # the pretraining: its AdamW was fused on both
+    for name, step in intel["downstream"].items():
+        assert step.get("adamw") is None and amd["downstream"][name]["adamw"] == "fused", name
+        # every forward, backward, gradient and norm of step 0 equal; a parameter after the optimizer differs
+        assert first_difference(amd["downstream"][name], step).startswith("step 0: param "), name
 
 
 @pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-64 CPUs only")
