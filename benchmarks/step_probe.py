@@ -29,8 +29,9 @@ Linear (forward and both backward products, peftlab's fused q/k/v and LoRA facto
 pin's AVX2 cap (``peftlab.models.products``), at about half COMPATIBLE's cost. The pin (``pin``, the same as
 ``onednn-quantized``, a candidate until 2026-11-30) takes a quantized base's backward products through oneDNN too,
 which ``onednn`` leaves in MKL's COMPATIBLE branch: their records are equal but for the int8 and nf4 steps, which
-first differ at their first backward entry. A candidate: ``onednn-avx512`` (``onednn``'s products at AVX512_CORE, for
-AVX-512 CPUs alone).
+first differ at their first backward entry. Candidates: ``onednn-avx512`` (``onednn``'s products at AVX512_CORE, for
+AVX-512 CPUs alone) and ``onednn-mkl-avx2`` (the pin, with the batched products it leaves to MKL in MKL's AVX2
+branch).
 Compare a variant's record with another CPU's record of the same variant. Measured (issue 80): in MKL's AVX2 branch
 an Intel Xeon with AMX and AMD EPYCs part at step 0's ``fwd blocks.0.attn.qkv`` (812 of 828 pretraining entries
 differ at 2 threads), bias apart or not; in its COMPATIBLE branch every entry agreed at 1 and 2 threads (AMD EPYC
@@ -86,6 +87,11 @@ VARIANTS = {
     # the pin since 2026-11-30 (``pin``): a quantized base's backward products through oneDNN too (bitsandbytes'
     # int8 layers, peftlab's 4-bit ones), PEFTLAB_PIN_PRODUCTS=onednn-quantized or unset in a run
     "onednn-quantized": ({"MKL_CBWR": "COMPATIBLE,STRICT", "PEFTLAB_PIN_PRODUCTS": "onednn-quantized"}, False, True),
+    # a candidate (2026-12-01): the pin with what it leaves to MKL (attention's and the stacked LoRA factors' batched
+    # products) in MKL's AVX2 branch, 0.4 to 0.8 of their COMPATIBLE cost (benchmarks/pin_products.py); MKL's AVX2
+    # branch parted the vendors at the Linears' products (issue 80), whether at these is for the records to say.
+    # Its cost: `peftlab bench --only pin`, mode pinned_mkl_avx2
+    "onednn-mkl-avx2": ({"MKL_CBWR": "AVX2,STRICT", "PEFTLAB_PIN_PRODUCTS": "onednn-quantized"}, False, True),
 }
 
 

@@ -235,9 +235,13 @@ def test_bench_only_pin_times_each_mode_in_a_process_of_its_own_and_says_mkl_s_b
         assert figure[method]["pinned_vs_compatible"]["median"] > 0  # oneDNN's products against MKL's, one process
         assert figure[method]["pinned_vs_unpinned_avx2"]["n"] == 1 and figure[method]["unpinned_avx2_cpu_ms"] > 0
         assert figure[method]["pinned_avx512_vs_unpinned"]["n"] == 1 and figure[method]["pinned_avx512_cpu_ms"] > 0
+        assert figure[method]["pinned_mkl_avx2_vs_pinned"]["n"] == 1 and figure[method]["pinned_mkl_avx2_cpu_ms"] > 0
     assert "lora step CPU unpinned, pinned, former pin" in proc.stdout and "pinned (oneDNN products)" in proc.stdout
     assert "former pin / unpinned at AVX2" in proc.stdout and "AVX512_CORE pin (" in proc.stdout
     assert figure["mkl_branch"]["pinned_avx512"] == figure["mkl_branch"]["pinned"]  # only oneDNN's cap differs
+    assert "MKL AVX2 rest (" in proc.stdout
+    if cpu.applies():  # the candidate's rest of MKL in its AVX2 branch (AUTO: MKL's own word for it on AMD)
+        assert figure["mkl_branch"]["pinned_mkl_avx2"] in ("AVX2,STRICT", "AUTO,STRICT")
 
 
 def tiny_cfg(method, targets="standard", **options):

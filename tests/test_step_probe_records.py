@@ -28,6 +28,7 @@ AMD_AVX512_COMPATIBLE = "amd-epyc-avx512bf16-compatible-downstream-threads{}.jso
 AMD_AVX2 = "amd-epyc-avx2-{}-downstream-threads{}.json"
 # an AMD EPYC with AVX-512's records of the pin and of the candidate onednn-avx512 (pin_candidates.sh, 2026-12-01)
 AMD_AVX512 = "amd-epyc-avx512bf16-{}-downstream-threads{}.json"
+AMD_PIN_NOW = AMD_AVX512.replace("{}", "onednn-quantized", 1)
 
 
 def first_difference(mine: dict, recorded: dict) -> str | None:
@@ -121,6 +122,20 @@ def test_the_xeons_onednn_avx512_records_took_the_unfused_adamw_and_differ_there
         assert step.get("adamw") is None and amd["downstream"][name]["adamw"] == "fused", name
         # every forward, backward, gradient and norm of step 0 equal; a parameter after the optimizer differs
         assert first_difference(amd["downstream"][name], step).startswith("step 0: param "), name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_candidate_onednn_mkl_avx2_parts_from_the_pin_first_at_attention(threads):
+    """The candidate of 2026-12-01 computes the batched products the pin leaves to MKL in MKL's AVX2 branch: on the
+    AMD EPYC that recorded it, the pretraining and every configuration first differ from the pin at the first
+    block's attention output (``attn.norm``, the identity after ATen's fused attention), every entry before it
+    equal. No Intel record of it exists yet (benchmarks/pin_candidates.sh takes one)."""
+    candidate, pin = record(AMD_AVX512.format("onednn-mkl-avx2", threads)), record(AMD_PIN_NOW.format(threads))
+    assert candidate["pin"] == {**cpu.PINNED, "MKL_CBWR": "AVX2,STRICT"} and candidate["variant"] == "onednn-mkl-avx2"
+    assert first_difference(candidate, pin).startswith("step 0: fwd blocks.0.attn.norm ")
+    assert set(candidate["downstream"]) == set(pin["downstream"])
+    for name, step in pin["downstream"].items():
+        assert first_difference(candidate["downstream"][name], step).split(" (")[0].endswith("blocks.0.attn.norm"), name
 
 
 @pytest.mark.skipif(not cpu.applies(), reason="the switches exist for x86-64 CPUs only")

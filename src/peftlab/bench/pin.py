@@ -7,6 +7,9 @@ CPU with AVX-512 it stands in for the unpinned step of an AVX2-only one, against
 compared without the wider vectors it gives up by construction. ``pinned_avx512`` is the pin but for oneDNN's cap,
 AVX512_CORE instead of AVX2: what a pin for AVX-512 CPUs alone would cost (step_probe.py's variant ``onednn-avx512``
 records its bits; an AVX2-only CPU cannot run those kernels, and there the cap changes nothing: the mode is the pin).
+``pinned_mkl_avx2`` is the pin but for MKL's branch, AVX2,STRICT instead of COMPATIBLE,STRICT: the products the pin
+leaves to MKL (attention's and the stacked LoRA factors' batched products) in its AVX2 code, a candidate whose bits
+step_probe.py's variant ``onednn-mkl-avx2`` records (a pin only where an Intel and an AMD record agree).
 
 MKL, oneDNN and ATen read their switches once, before torch first runs, so the modes whose switches differ cannot
 share a process as the other figures' steps do: each repetition starts one process per set of switches, in an order
@@ -36,6 +39,7 @@ PROCESSES = {
     "unpinned_avx2": ({**PINNED, "MKL_CBWR": "AVX2"}, (("unpinned_avx2", "own"),)),
     "compatible": (PINNED, (("compatible", "own"), ("pinned", "oneDNN"))),
     "pinned_avx512": ({**PINNED, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, (("pinned_avx512", "oneDNN"),)),
+    "pinned_mkl_avx2": ({**PINNED, "MKL_CBWR": "AVX2,STRICT"}, (("pinned_mkl_avx2", "oneDNN"),)),
 }
 MODES = tuple(mode for _, timed in PROCESSES.values() for mode, _ in timed)
 METHODS = ("full", "lora")
@@ -48,6 +52,8 @@ RATIOS = {
     "pinned_vs_unpinned_avx2": ("pinned", "unpinned_avx2"),
     "compatible_vs_unpinned_avx2": ("compatible", "unpinned_avx2"),
     "pinned_avx512_vs_unpinned": ("pinned_avx512", "unpinned"),
+    "pinned_mkl_avx2_vs_unpinned": ("pinned_mkl_avx2", "unpinned"),
+    "pinned_mkl_avx2_vs_pinned": ("pinned_mkl_avx2", "pinned"),
 }
 
 

@@ -241,6 +241,9 @@ def pin_rows(report: dict) -> list[Row]:
             ("former pin / unpinned at AVX2", "compatible_vs_unpinned_avx2"),
             # a candidate for AVX-512 CPUs alone, not the pin (older records have no such mode)
             (f"AVX512_CORE pin ({f.get('pinned_avx512_cpu_ms', 0):.1f} ms) / unpinned", "pinned_avx512_vs_unpinned"),
+            # a candidate: the batched products the pin leaves to MKL in its AVX2 branch (older records: none)
+            (f"MKL AVX2 rest ({f.get('pinned_mkl_avx2_cpu_ms', 0):.1f} ms) / unpinned", "pinned_mkl_avx2_vs_unpinned"),
+            ("MKL AVX2 rest / pinned", "pinned_mkl_avx2_vs_pinned"),
         ]
         rows += [(f"   {label}", spread_text(f[key]), "") for label, key in ratios if key in f]
     return rows
