@@ -107,31 +107,41 @@ def time_kinds(products: str, steps: int) -> dict:
     return out
 
 
-def measure(repeats: int, steps: int) -> dict:
-    names = list(MODES)
+def rotating_runs(modes: dict, call: str, repeats: int, script: str) -> dict[str, list]:
+    """Each mode's JSON results over ``repeats`` repetitions: one process a mode a repetition, in an order that
+    rotates, with the mode's switches (``modes[name][0]``) over an environment without the pin's, one thread; the
+    process runs ``from <script's module> import ...; print(json.dumps(<call with {arg}>))``, ``{arg}`` the
+    mode's second element."""
+    names = list(modes)
     runs = {name: [] for name in names}
     base = {k: v for k, v in os.environ.items() if k not in PINNED}
     base.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    module, function = Path(script).stem, call.split("(")[0]
     for i in range(repeats):
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            switches, products = MODES[name]
-            code = f"import json, sys; sys.argv[0] = {__file__!r}; from pin_ops import time_kinds; "
-            code += f"print(json.dumps(time_kinds({products!r}, {steps})))"
+            switches, arg = modes[name]
+            code = f"import json, sys; sys.argv[0] = {script!r}; from {module} import {function}; "
+            code += f"print(json.dumps({call.format(arg=repr(arg))}))"
             proc = subprocess.run(
                 [sys.executable, "-c", code],
                 env={**base, **switches},
-                cwd=Path(__file__).parent,
+                cwd=Path(script).parent,
                 capture_output=True,
                 text=True,
                 check=False,
             )
             if proc.returncode:
-                raise SystemExit(f"pin_ops: the {name} process failed: {proc.stderr.strip()[-800:]}")
+                raise SystemExit(f"{module}: the {name} process failed: {proc.stderr.strip()[-800:]}")
             runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def measure(repeats: int, steps: int) -> dict:
+    runs = rotating_runs(MODES, f"time_kinds({{arg}}, {steps})", repeats, __file__)
     return {
         method: {
             name: {key: statistics.median(run[method][key] for run in runs[name]) for key in runs[name][0][method]}
-            for name in names
+            for name in MODES
         }
         for method in METHODS
     }

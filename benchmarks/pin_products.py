@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -99,28 +98,11 @@ def time_products(onednn: bool, calls: int) -> dict[str, float]:
 
 
 def measure(repeats: int, calls: int) -> dict[str, dict[str, float]]:
-    names = list(MODES)
-    runs = {name: [] for name in names}
-    base = {k: v for k, v in os.environ.items() if k not in PINNED}
-    base.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
-    for i in range(repeats):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            switches, onednn = MODES[name]
-            code = f"import json, sys; sys.argv[0] = {__file__!r}; from pin_products import time_products; "
-            code += f"print(json.dumps(time_products({onednn!r}, {calls})))"
-            proc = subprocess.run(
-                [sys.executable, "-c", code],
-                env={**base, **switches},
-                cwd=Path(__file__).parent,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode:
-                raise SystemExit(f"pin_products: the {name} process failed: {proc.stderr.strip()[-800:]}")
-            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    products = list(runs[names[0]][0])
-    return {p: {name: statistics.median(run[p] for run in runs[name]) for name in names} for p in products}
+    from pin_ops import rotating_runs
+
+    runs = rotating_runs(MODES, f"time_products({{arg}}, {calls})", repeats, __file__)
+    products = list(runs["pin"][0])
+    return {p: {name: statistics.median(run[p] for run in runs[name]) for name in MODES} for p in products}
 
 
 def table(figure: dict[str, dict[str, float]]) -> str:
