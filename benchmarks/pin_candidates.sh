@@ -18,11 +18,10 @@
 # process), onednn (the pin of 2026-11-29, a quantized base's backward in MKL's COMPATIBLE branch) and compatible
 # (the pin before it, every product in MKL's COMPATIBLE branch), which archives of their runs rerun with, and on a
 # CPU with AVX-512 onednn-avx512 (onednn's products at AVX512_CORE: a candidate for AVX-512 CPUs alone, its cost the
-# bench's AVX512_CORE line), and on every CPU onednn-mkl-avx2 (the pin with the batched products it leaves to MKL, attention's and
-# the stacked LoRA factors', in MKL's AVX2 branch: a candidate of 2026-12-01 recorded on an AMD EPYC with AVX-512
-# alone, so compared with that record rather than an Intel one; its cost the bench's "MKL AVX2 rest" lines). Copy
-# OUT_DIR's records into
-# benchmarks/step_probe/ under the CPU's name;
+# bench's AVX512_CORE line), and on every CPU onednn-mkl-avx2 (the pin with the batched products it leaves to MKL,
+# attention's and the stacked LoRA factors', in MKL's AVX2 branch: a candidate of 2026-12-01 recorded on an AMD EPYC
+# with AVX-512 alone, so compared with that record rather than an Intel one; its cost the bench's "MKL AVX2 rest"
+# lines). Copy OUT_DIR's records into benchmarks/step_probe/ under the CPU's name;
 # "every entry equal" on every line of a pin means this CPU computes its bits. The whole default study under
 # the former pin's base is compared run by run with the Intel Xeon's by benchmarks/compare_study.py (its
 # docstring has the two commands).

@@ -26,7 +26,7 @@ INTEL_PIN_NOW = "intel-xeon-avx512-amx-onednn-quantized-downstream-threads{}.jso
 AMD_AVX512_COMPATIBLE = "amd-epyc-avx512bf16-compatible-downstream-threads{}.json"
 # the three pins' records of an AMD EPYC with AVX2 only (benchmarks/pin_candidates.sh, 2026-11-30)
 AMD_AVX2 = "amd-epyc-avx2-{}-downstream-threads{}.json"
-# an AMD EPYC with AVX-512's records of the pin and of the candidate onednn-avx512 (pin_candidates.sh, 2026-12-01)
+# an AMD EPYC with AVX-512's records of the pin and of the candidates (pin_candidates.sh, 2026-12-01)
 AMD_AVX512 = "amd-epyc-avx512bf16-{}-downstream-threads{}.json"
 AMD_PIN_NOW = AMD_AVX512.replace("{}", "onednn-quantized", 1)
 

@@ -239,9 +239,8 @@ def pin_rows(report: dict) -> list[Row]:
             # the CPU's own arithmetic held to AVX2: an AVX2-only CPU's unpinned step
             (f"unpinned at AVX2 ({f['unpinned_avx2_cpu_ms']:.1f} ms): pinned / it", "pinned_vs_unpinned_avx2"),
             ("former pin / unpinned at AVX2", "compatible_vs_unpinned_avx2"),
-            # a candidate for AVX-512 CPUs alone, not the pin (older records have no such mode)
+            # candidates, not the pin (older records lack them): oneDNN at AVX512_CORE; the rest of MKL at AVX2
             (f"AVX512_CORE pin ({f.get('pinned_avx512_cpu_ms', 0):.1f} ms) / unpinned", "pinned_avx512_vs_unpinned"),
-            # a candidate: the batched products the pin leaves to MKL in its AVX2 branch (older records: none)
             (f"MKL AVX2 rest ({f.get('pinned_mkl_avx2_cpu_ms', 0):.1f} ms) / unpinned", "pinned_mkl_avx2_vs_unpinned"),
             ("MKL AVX2 rest / pinned", "pinned_mkl_avx2_vs_pinned"),
         ]
