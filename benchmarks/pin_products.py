@@ -28,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from pin_ops import cpu_name, rotating_runs  # noqa: E402  (beside this script)
+
 from peftlab.utils.cpu import PINNED  # noqa: E402  (torch-free)
 
 MODES = {
@@ -98,8 +100,6 @@ def time_products(onednn: bool, calls: int) -> dict[str, float]:
 
 
 def measure(repeats: int, calls: int) -> dict[str, dict[str, float]]:
-    from pin_ops import rotating_runs
-
     runs = rotating_runs(MODES, f"time_products({{arg}}, {calls})", repeats, __file__)
     products = list(runs["pin"][0])
     return {p: {name: statistics.median(run[p] for run in runs[name]) for name in MODES} for p in products}
@@ -136,13 +136,6 @@ def main() -> None:
     print(table(figure))
     if args.out:
         args.out.write_text(json.dumps(record, indent=1) + "\n")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def cpu_flags() -> list[str]:
