@@ -41,6 +41,20 @@ def test_a_recorded_study_compares_equal_and_a_moved_score_is_named(tmp_path):
     assert "trials: 1 of 2 equal; final runs: 1 of 2 equal" in moved.stdout
 
 
+def test_a_merged_score_measured_on_one_side_only_is_counted_not_compared(tmp_path):
+    """A record made when every merge was tested merged, against a study whose exact merges were not
+    (train.merged_test auto: merged_test_top1 null): equal, and the line says how many were not compared."""
+    record = tmp_path / "record"
+    assert compare(record, study(tmp_path / "a"), "--write").returncode == 0
+    later = study(tmp_path / "b")
+    table = pd.read_csv(later / "report" / "results.csv")
+    table["metrics.merged_test_top1"] = None
+    table.to_csv(later / "report" / "results.csv", index=False)
+    same = compare(record, later)
+    assert same.returncode == 0, same.stdout
+    assert same.stdout.strip().endswith("1 tested merged on one side only, their merged top-1 not compared")
+
+
 def test_a_folder_without_a_record_is_named_in_one_line(tmp_path):
     """The folder above a record (benchmarks/default-study-amd-epyc, not its pin/) is refused saying what is
     missing, not with a traceback."""

@@ -63,7 +63,8 @@ def test_a_merged_export_evaluated_with_its_headers_preprocessing_scores_what_th
     plain.load_state_dict(load_file(str(out)))
     paths, labels = zip(*[(written.image_dir / path, label) for path, label in written.splits["test"]])
     accuracy = header_accuracy(plain, list(paths), list(labels), preprocessing)
-    assert accuracy == result["metrics"]["merged_test_top1"] == result["metrics"]["test_top1"]
+    assert accuracy == result["metrics"]["test_top1"]
+    assert result["metrics"]["merged_test_top1"] is None  # an exact merge, checked on a batch (train.merged_test)
 
 
 def test_two_identical_runs_export_the_same_bytes_and_never_over_another_runs_export(tmp_path):

@@ -124,10 +124,15 @@ def test_full_fp32_restores_any_setting_and_forces_full_precision_in_each(run_wi
 
 
 @needs_fashion_mnist()
-@pytest.mark.parametrize("test", [True, False], ids=["final-run", "trial"])
-def test_a_run_merges_once_at_full_fp32_and_checks_the_model_it_tested_merged(tmp_path, monkeypatch, test):
+@pytest.mark.parametrize(
+    "test, merged_test",
+    [(True, "always"), (True, "auto"), (False, "always")],
+    ids=["final-run", "exact-merge", "trial"],
+)
+def test_a_run_merges_once_at_full_fp32_and_checks_the_model_it_tested_merged(tmp_path, monkeypatch, test, merged_test):
     """A run's end merges its adapter once, with TF32 off, and the merge check compares that very model (the one
-    the merged test pass scored) with the adapter; a tuning trial merges once too, and checks it on val."""
+    the merged test pass scored) with the adapter; a tuning trial merges once too, and checks it on val. An fp32
+    LoRA's merge is exact: under train.merged_test auto it is checked, and not tested merged."""
     from peftlab.training import outcome
     from peftlab.training.run import train
     from peftlab.tuners.peft_injection import PeftTuner
@@ -150,11 +155,36 @@ def test_a_run_merges_once_at_full_fp32_and_checks_the_model_it_tested_merged(tm
             "model": TINY_MODEL,
             "method": {"name": "lora", "r": 2},
             "data": {"name": "fashion_mnist", "train_subset": 64, "val_subset": 32, "test_subset": 32},
-            "train": {"max_steps": 2, "batch_size": 16, "test": test},
+            "train": {"max_steps": 2, "batch_size": 16, "test": test, "merged_test": merged_test},
         }
     )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result["error"]
     assert merges == [FULL_FP32] and len(checked) == 1 and checked[0] is not None
     assert result["merge"]["ok"]
-    assert (result["metrics"]["merged_test_top1"] is not None) is test
+    assert (result["metrics"]["merged_test_top1"] is not None) is (test and merged_test == "always")
+
+
+@pytest.mark.parametrize(
+    "option, quantized, exact, dtype, check, tested",
+    [
+        ("auto", False, False, torch.float32, {"ok": True}, False),  # fp32 LoRA: exact, checked
+        ("auto", True, True, torch.float32, {"ok": True, "requantized_ok": True}, False),  # QA-LoRA's zeros
+        ("auto", True, False, torch.float32, {"ok": True}, True),  # QLoRA: re-quantized
+        ("auto", False, False, torch.bfloat16, {"ok": True}, True),  # the merge rounds to bf16
+        ("auto", False, False, torch.float32, {"ok": False}, True),  # the check found it off
+        ("auto", True, True, torch.float32, {"ok": True, "requantized_ok": False}, True),
+        ("always", False, False, torch.float32, {"ok": True}, True),
+    ],
+    ids=["fp32", "qalora", "qlora", "bf16", "check-off", "qalora-off", "always"],
+)
+def test_the_merged_model_is_tested_where_its_merge_rounds_or_its_check_fails(
+    option, quantized, exact, dtype, check, tested
+):
+    from types import SimpleNamespace
+
+    from peftlab.training.outcome import tests_merged
+
+    tuner = SimpleNamespace(quantized=quantized, exact_quantized_merge=exact)
+    deployable = torch.nn.Linear(4, 2).to(dtype)
+    assert tests_merged(option, tuner, deployable, check) is tested

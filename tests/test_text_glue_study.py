@@ -128,7 +128,7 @@ def test_a_tiny_copy_scores_what_its_predictions_say(tiny_study):
         assert recomputed["top1"] == pytest.approx(metrics["test_top1"], abs=1e-12)
         assert recomputed["f1"] == pytest.approx(metrics["test_f1"], abs=1e-12)
         assert recomputed["matthews"] == pytest.approx(metrics["test_matthews"], abs=1e-12)
-        assert result["merge"]["ok"] and metrics["merged_test_top1"] == metrics["test_top1"]
+        assert result["merge"]["ok"] and metrics["merged_test_top1"] is None  # an exact merge: checked, not tested
         # a study's run shares the machine: its merge checked, not timed (a run trained alone times it: test_train)
         assert "merged_vs_adapter_latency_ratio" not in result["merge"]
         assert any((final / "tensorboard").rglob("events.out.tfevents.*"))

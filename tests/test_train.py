@@ -491,7 +491,8 @@ def test_qalora_run_merges_exactly_and_its_quantized_export_scores_the_same(tmp_
     from peftlab.training.export import load_quantized
 
     cfg = config(
-        method={"name": "qalora", "r": 4, "format": fmt, "group_size": 32, "schedule": "linear"}, train={"epochs": 1}
+        method={"name": "qalora", "r": 4, "format": fmt, "group_size": 32, "schedule": "linear"},
+        train={"epochs": 1, "merged_test": "always"},  # an exact merge is tested merged only when asked
     )
     result = train(cfg, tmp_path / "run", progress=False)
     assert result["status"] == "completed", result["error"]

@@ -120,9 +120,9 @@ def test_a_lora_run_on_a_causal_lm_trains_the_adapters_alone_and_exports_for_pef
     run_dir = tmp_path / "run"
     result = train(lm_config(lm_dirs[family], instructions, max_steps=12), run_dir, progress=False)
     assert result["status"] == "completed", result["error"]
-    # the test passes' time: the test split's, the merged model's and the base's alone
-    assert set(passes) >= {"test", "merged test", "base test"}
-    tested = sum(passes[name]["seconds"] for name in ("test", "merged test", "base test"))
+    # the test passes' time: the test split's and the base's alone (an fp32 merge is checked, not tested merged)
+    assert set(passes) == {"test", "base test"}
+    tested = sum(passes[name]["seconds"] for name in ("test", "base test"))
     assert result["timing"]["test_seconds"] == pytest.approx(tested) and passes["base test"]["seconds"] > 0
     metrics = result["metrics"]
     assert 1.0 < metrics["test_perplexity"] < 64 * 4 and 1.0 < metrics["val_perplexity"]

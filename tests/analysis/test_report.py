@@ -367,6 +367,26 @@ def test_the_qalora_section_compares_deployable_models_at_equal_bits():
     assert any("the intervals overlap: this study does not separate them" in line for line in overlapping)
 
 
+def test_exact_merges_not_tested_merged_read_their_unmerged_test_top1_and_a_failed_check_reads_nothing():
+    """train.merged_test auto: QA-LoRA's and fp32 LoRA's runs have no merged test pass (merged_test_top1 null) and
+    a passed merge check; the section reads their unmerged test top-1. QLoRA's re-quantized merge is read merged.
+    A run whose merge check failed (which auto tests merged) and that has no merged score is left out, not filled."""
+    from peftlab.analysis.report import equal_bits
+
+    table = qalora_table([0.700, 0.705, 0.695, 0.702, 0.698])
+    exact = table["config.quant.mode"].eq("none")
+    table["merge.ok"] = True
+    table.loc[exact, "metrics.merged_test_top1"] = None
+    table.loc[table["config.quant.mode"].eq("nf4"), "metrics.merged_test_top1"] -= 0.01
+    text = "\n".join(equal_bits.report_section(table, "t", {"qalora": "QA-LoRA"}))
+    assert "| QA-LoRA | int4, groups of 32, merged into the zeros | 70.00% |" in text
+    assert "| lora r=8 | fp32, merged | 71.00% |" in text and "its row is the unmerged test top-1" in text
+    assert "lora quant=nf4: merging (re-quantizing) cost +1.00 points of test top-1" in text
+
+    table.loc[table["variant"].eq("lora r=8") & table["seed"].eq(0), "merge.ok"] = False
+    assert equal_bits.deployed_top1(table).isna().sum() == 1
+
+
 def test_a_study_without_qalora_has_no_qalora_section():
     from peftlab.analysis.report import equal_bits
 

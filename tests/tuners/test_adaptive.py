@@ -333,7 +333,7 @@ def test_trained_run_exports_a_merged_timm_model_with_its_accuracy(tmp_path, met
             "model": TINY_MODEL,
             "method": {"name": method, **options},
             "data": {"name": "fashion_mnist", "train_subset": 128, "val_subset": 32, "test_subset": 64},
-            "train": {"epochs": 2, "batch_size": 16, "log_every": 2},
+            "train": {"epochs": 2, "batch_size": 16, "log_every": 2, "merged_test": "always"},
         }
     )
     result = train(cfg, tmp_path / "run", progress=False)

@@ -47,6 +47,7 @@ LATE_FIELDS: dict[str, Any] = {
     "data.test_dir": None,
     "quant.cpu_kernel": "reference",
     "train.test": True,
+    "train.merged_test": "auto",
     "data.trainval": False,
     "data.train_list": None,
     "data.val_list": None,

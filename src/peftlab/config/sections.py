@@ -400,6 +400,11 @@ class TrainConfig:
     # evaluate the final weights on the test split; false for a study's tuning trials, which are
     # chosen on validation and never meet the test set (test metrics null, the merge checked on val)
     test: bool = True
+    # the merged model's test pass: auto where its merge rounds the weights (a re-quantized base, a half-precision
+    # one) or the merge check found it off; an exact merge (fp32 weights, QA-LoRA's zeros), checked on a test
+    # batch, is not tested again (merged_test_top1 null: the unmerged test top-1 is its own up to near-ties).
+    # always: every merged model tested
+    merged_test: Literal["auto", "always"] = "auto"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every", "ckpt_every"):

@@ -1,5 +1,5 @@
-"""The end of a run (the recipe's ``finish``): the final weights checked finite, tested (unmerged
-and merged), the merge checked; the adapter files written (``write_adapter``); result.json's
+"""The end of a run (the recipe's ``finish``): the final weights checked finite, tested (and merged, where the
+merge rounds: ``tests_merged``), the merge checked; the adapter files written (``write_adapter``); result.json's
 record of the completed run (``result_record``, its keys: ``peftlab.training.run_result``).
 """
 
@@ -56,8 +56,8 @@ def finish(
     last_val: dict | None,
     state: RunState,
 ) -> RunResult:
-    """The final weights: checked finite, tested (unmerged and merged), the merge checked, the
-    adapter files written; the result."""
+    """The final weights: checked finite, tested, the merge checked (and the merged model tested where
+    ``tests_merged`` says), the adapter files written; the result."""
     tc, tuner, test_split = s.tc, built.tuner, data.splits.test
     rss_train = built.rss.peak_above_baseline()  # before the merged copies made for testing
     bad = [name for name, p in tuner.trainable_parameters().items() if not bool(torch.isfinite(p).all())]
@@ -91,20 +91,20 @@ def finish(
     # full fp32, as the merge check merges (TF32 off), so that the check compares this very model: one merge a run
     with full_fp32():
         deployable = tuner.merged_model(quantized=tuner.quantized) if tuner.is_adapter else None
-    if deployable is not None and tc.test:
-        merged_test = evaluate(
-            deployable.to(s.device),
-            test_split,
-            tc.eval_batch_size,
-            s.device,
-            tc.precision,
-            "merged test",
-            s.cfg.data.num_workers,
-            s.progress,
-        )
     if deployable is not None:  # a trial's merge is checked on val, not timed (nothing reads a trial's time)
         repeats = MERGE_TIMING_REPEATS if tc.test and not in_study(state) else 0
         merge = check_merge(tuner, test_split, s.device, repeats=repeats, deployable=deployable)
+        if tc.test and tests_merged(tc.merged_test, tuner, deployable, merge):
+            merged_test = evaluate(
+                deployable.to(s.device),
+                test_split,
+                tc.eval_batch_size,
+                s.device,
+                tc.precision,
+                "merged test",
+                s.cfg.data.num_workers,
+                s.progress,
+            )
         del deployable
     if merge is not None and not math.isfinite(merge["max_abs_diff"]):
         raise Diverged(f"non-finite merge check (max |diff| {merge['max_abs_diff']}) of the final weights")
@@ -119,6 +119,18 @@ def finish(
     kill_point("adapter")
     evaluations = {"val": val, "test": test, "merged_test": merged_test, "merge": merge, "base": base}
     return result_record(s, data, built, opt, pos, monitor, state, evaluations, rss_train)
+
+
+def tests_merged(option: str, tuner, deployable: torch.nn.Module, merge: dict) -> bool:
+    """Whether the merged model gets its own test pass (``train.merged_test``): always, or (auto) where the merge
+    rounds its weights (a quantized base re-quantized, QLoRA's; weights stored narrower than fp32) or the merge
+    check found it off. An exact merge (fp32 weights, QA-LoRA's zeros) that the check found within its tolerance
+    scores the unmerged model's test top-1 up to near-ties: another pass over the test split would say so again."""
+    if option == "always" or not merge["ok"] or merge.get("requantized_ok") is False:
+        return True
+    if tuner.quantized and not tuner.exact_quantized_merge:
+        return True
+    return any(p.is_floating_point() and p.element_size() < 4 for p in deployable.parameters())
 
 
 MERGE_TIMING_REPEATS = 5  # the merged and the adapter forward, interleaved, of a run trained alone

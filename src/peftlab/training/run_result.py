@@ -37,7 +37,9 @@ class Metrics(TypedDict):
     val_top1: float | None  # validation top-1 of the final weights; null without a validation split (data.trainval)
     best_val_top1: float | None  # the best validation top-1 of any evaluation, the final one included
     test_loss: float | None  # mean test cross-entropy (no label smoothing); null for a tuning trial
-    merged_test_top1: float | None  # test top-1 of the merged model; null where nothing merges, or for a tuning trial
+    # test top-1 of the merged model; null where nothing merges, for a tuning trial, or an exact merge checked and not
+    # tested again (train.merged_test auto)
+    merged_test_top1: float | None
     test_f1: float | None  # test F1 of class 1 on a two-class task (GLUE MRPC's score); null with more classes
     test_matthews: float | None  # test Matthews correlation, multi-class form (GLUE CoLA's score); null for an LM
     test_perplexity: float | None  # a causal LM's test perplexity (exp of the mean loss per response token)
