@@ -57,6 +57,10 @@ DESCRIPTIONS = {
     "ModelConfig.num_heads": "attention heads (None: a peftlab base's manifest, else the timm model's)",
     "ModelConfig.in_chans": "input channels, 1 or 3 (grey images are repeated to 3)",
     "ModelConfig.drop_path_rate": "stochastic depth rate",
+    "TrainConfig.merged_test": "the merged model's test pass: auto where its merge rounds the weights (a "
+    "re-quantized base, a half-precision one) or the merge check found it off; an exact merge (fp32 weights, QA-LoRA's "
+    "zeros), checked on a test batch, is not tested again (merged_test_top1 null: the unmerged test top-1 is its own "
+    "up to near-ties). always: every merged model tested",
     "DataConfig.name": "mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet, imagefolder, filelist, "
     "vtab1k/<task> (19 tasks), fgvc/<cub|nabirds|flowers|dogs|cars>, text (a folder of train/test .jsonl, "
     ".csv or .tsv files) or glue/<sst2|mrpc|rte|cola|qnli> (GLUE's download layout)",

@@ -397,13 +397,7 @@ class TrainConfig:
     # to its AVX2 code and take the fused AdamW, so one seed gives the same numbers on AVX2 and AVX-512, Intel and
     # AMD CPUs (set before torch is imported; peftlab.utils.cpu, peftlab.models.products)
     reproducible: bool = False
-    # evaluate the final weights on the test split; false for a study's tuning trials, which are
-    # chosen on validation and never meet the test set (test metrics null, the merge checked on val)
-    test: bool = True
-    # the merged model's test pass: auto where its merge rounds the weights (a re-quantized base, a half-precision
-    # one) or the merge check found it off; an exact merge (fp32 weights, QA-LoRA's zeros), checked on a test
-    # batch, is not tested again (merged_test_top1 null: the unmerged test top-1 is its own up to near-ties).
-    # always: every merged model tested
+    test: bool = True  # test the final weights; false: a study's tuning trial (chosen on val, its merge checked on val)
     merged_test: Literal["auto", "always"] = "auto"
 
     def __post_init__(self):
