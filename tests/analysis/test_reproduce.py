@@ -353,3 +353,19 @@ def test_the_reruns_compute_the_products_the_runs_recorded():
     unpinned = record(None)
     unpinned["environment"]["arithmetic"]["pinned"] = False
     assert products_environment(unpinned) == {}
+
+
+def test_a_reruns_study_file_tests_every_merged_model_so_an_archived_merged_score_is_compared(tmp_path):
+    """An archive made before exact merges went untested merged (train.merged_test auto) holds an fp32 LoRA run's
+    merged test top-1: the rerun's copy of the study file sets always, the rest of its ``set`` kept, so the rerun
+    scores it and the comparison has it on both sides; the other config files are copied as they were."""
+    from peftlab.analysis.archive.rerun import rerun_configs
+
+    configs = tmp_path / "archive" / "configs"
+    configs.mkdir(parents=True)
+    study = {"name": "s", "base": "base.yaml", "set": {"train.threads": 1}, "methods": {"lora": {}}}
+    (configs / "study.yaml").write_text(yaml.safe_dump(study))
+    (configs / "base.yaml").write_text(yaml.safe_dump({"train": {"epochs": 1}}))
+    copy = rerun_configs(tmp_path / "archive", "configs/study.yaml", {}, tmp_path / "out")
+    assert yaml.safe_load(copy.read_text())["set"] == {"train.threads": 1, "train.merged_test": "always"}
+    assert yaml.safe_load((tmp_path / "out" / "base.yaml").read_text()) == {"train": {"epochs": 1}}

@@ -67,7 +67,9 @@ def rerun(
 
 def rerun_configs(root: Path, study: str, found: dict[str, Path], into: Path) -> Path:
     """The archive's configs (``study``'s folder) copied into ``into``, each path field naming what it names in
-    the archive, but a dataset's folder where ``found`` says it is (``--data``); returns the study file's copy."""
+    the archive, but a dataset's folder where ``found`` says it is (``--data``); returns the study file's copy. The
+    copy sets ``train.merged_test: always``: an archive made before exact merges went untested merged (or with
+    ``always``) holds their merged test top-1, which a rerun must score to compare it."""
     import yaml
 
     top = Path(os.path.abspath(root))
@@ -83,6 +85,8 @@ def rerun_configs(root: Path, study: str, found: dict[str, Path], into: Path) ->
     refuse_link(into, "--out folder entry")
     for path in sorted(configs.glob("*.yaml")):  # checks.check_configs: each path in them inside the archive
         data = rewrite_paths(read_yaml(path), configs, Found(), os.path.abspath(into))
+        if path.name == Path(study).name and isinstance(data, dict):  # every merged score the archive holds checked
+            data["set"] = {**(data.get("set") or {}), "train.merged_test": "always"}
         write_text_atomic(into / path.name, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return into / Path(study).name
 
