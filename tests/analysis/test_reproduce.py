@@ -298,6 +298,28 @@ def test_a_rerun_is_compared_exactly_within_its_machine_class_and_by_the_seeds_s
     assert lines[0].startswith("run lora seed 0: " + ("reproduced" if agrees else "differs"))
 
 
+@pytest.mark.parametrize("pinned", [True, False])
+def test_an_archived_metric_the_rerun_did_not_compute_is_a_difference_not_skipped(pinned):
+    """A metric the archive records and the rerun leaves null (an older archive's merged score of an exact merge, a
+    metric a later peftlab stopped computing) is unverified: the run differs, named, under either rule."""
+    from peftlab.analysis.archive.rerun import compare_runs
+
+    archived = [result(0.80, pinned=pinned), result(0.81, pinned=pinned), result(0.79, pinned=pinned)]
+    archived[0]["metrics"]["merged_test_top1"] = 0.80
+    rerun = result(0.80, pinned=pinned)
+    rerun["metrics"]["merged_test_top1"] = None
+    records, lines = compare_runs(
+        [{"variant": "lora", "seed": 0, "run_id": "x", "archived": archived[0], "rerun": rerun}], {"lora": archived}
+    )
+    assert not records[0]["agrees"]
+    assert records[0]["problems"] == ["merged_test_top1 archived 0.8, not computed by the rerun"]
+    assert lines[0].startswith("run lora seed 0: differs")
+    rerun["metrics"]["merged_test_top1"] = 0.80  # computed again: agrees
+    assert compare_runs(
+        [{"variant": "lora", "seed": 0, "run_id": "x", "archived": archived[0], "rerun": rerun}], {"lora": archived}
+    )[0][0]["agrees"]
+
+
 @pytest.mark.parametrize("top1, agrees", [(0.80, True), (0.8001, False)])
 def test_under_the_vendor_free_pin_another_vendors_rerun_is_held_to_the_bits(top1, agrees):
     """MKL's COMPATIBLE branch gives Intel and AMD the same bits (record.VENDOR_FREE_BRANCHES): an AMD run rerun on
