@@ -312,7 +312,7 @@ def test_an_archived_metric_the_rerun_did_not_compute_is_a_difference_not_skippe
         [{"variant": "lora", "seed": 0, "run_id": "x", "archived": archived[0], "rerun": rerun}], {"lora": archived}
     )
     assert not records[0]["agrees"]
-    assert records[0]["problems"] == ["merged_test_top1 archived 0.8, not computed by the rerun"]
+    assert records[0]["problems"] == ["merged_test_top1 archived 0.8, the rerun has none"]
     assert lines[0].startswith("run lora seed 0: differs")
     rerun["metrics"]["merged_test_top1"] = 0.80  # computed again: agrees
     assert compare_runs(

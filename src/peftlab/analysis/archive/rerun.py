@@ -189,7 +189,7 @@ def compare_runs(pairs: list[dict], archived_by_variant: dict[str, list[dict]]) 
         code_old, code_new = ((p.get("plugin") or {}).get("code_sha256") for p in (provenance_old, provenance_new))
         if code_old != code_new:
             problems.append(f"plugin code differs ({short(code_new)} here, {short(code_old)})")
-        problems += [f"{key} archived {old[key]:.6g}, not computed by the rerun" for key in sorted(set(old) - set(new))]
+        problems += [f"{key} archived {old[key]:.6g}, the rerun has none" for key in sorted(set(old) - set(new))]
         deltas = {key: new[key] - old[key] for key in shared}
         if exact:
             problems += [
