@@ -11,6 +11,7 @@ import torch
 from peftlab.bench.common import Trainer, make_cfg
 from peftlab.config.schema import RunConfig, load_config
 from peftlab.models.backbones import build_backbone, input_spec_for
+from peftlab.models.meta import shapes_only
 from peftlab.training import metrics
 
 
@@ -113,7 +114,7 @@ def write_random_hf_vit(model: str, img_size: int | None, path: str) -> None:
     from timm's architecture on the meta device), random weights (seed 0), saved by ``save_pretrained``."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    with torch.device("meta"):
+    with shapes_only():
         timm_model = build_backbone(make_cfg(model, img_size, "full").model, 10)
     block = timm_model.blocks[0]
     config = ViTConfig(

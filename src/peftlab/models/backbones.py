@@ -22,6 +22,7 @@ from peftlab.data.inputs import InputSpec, TextSpec
 from peftlab.data.readers.records import hash_file
 from peftlab.models.hf_config import check_hf_config, is_decoder, load_tokenizer, pad_token
 from peftlab.models.hub import hf_model_dir, hub_weights_file, snapshot_source
+from peftlab.models.meta import shapes_only
 from peftlab.models.weights import (
     HEAD_PREFIXES,
     HF_SAFE_WEIGHTS,
@@ -174,7 +175,7 @@ def build_from_hub(cfg: ModelConfig, kwargs: dict) -> nn.Module:
     import timm
 
     try:  # the overrides first, on the meta device, before any download: a load error below is the weights' own
-        with torch.device("meta"):
+        with shapes_only():
             shapes = timm.create_model(cfg.name, pretrained=False, **kwargs)
     except (TypeError, AssertionError, ValueError) as err:
         raise ConfigError(f"model.name={cfg.name!r} rejects the overrides {kwargs}: {err}") from None
@@ -372,7 +373,7 @@ def input_spec_for(cfg: ModelConfig, max_length: int = 128) -> InputSpec | TextS
         close = closest(cfg.name, timm.list_models())
         hint = f" (did you mean {close!r}?)" if close else ""
         raise ConfigError(f"model.name={cfg.name!r} is not a timm model{hint}; timm.list_models() lists them")
-    with torch.device("meta"):
+    with shapes_only():
         model = timm.create_model(cfg.name, pretrained=False, **timm_kwargs(cfg, num_classes=2))
     check_patch_grid(model, cfg)
     return input_spec(model)

@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_leaves
 
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.backbones import build_backbone
+from peftlab.models.meta import shapes_only
 from peftlab.models.weights import (
     HEAD_PREFIXES,
     check_weights_file,
@@ -85,7 +86,7 @@ def build_without_linears(cfg: ModelConfig, num_classes: int, quant: QuantConfig
     """``cfg``'s architecture built as timm builds it, the weights of the Linears ``quant`` quantizes on
     the meta device; the model and those Linears' names. ``check(meta_model)`` runs before the build."""
     random = dataclasses.replace(cfg, pretrained="none")
-    with torch.device("meta"), TensorOrder() as order:
+    with shapes_only(), TensorOrder() as order:  # the writes it skips make no tensor: the numbering is the same
         shapes = build_backbone(random, num_classes)
     if check:
         check(shapes)

@@ -30,6 +30,7 @@ from torch import nn
 
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig
 from peftlab.models.backbones import HFLogits, build_backbone, build_hf, input_spec_for
+from peftlab.models.meta import shapes_only
 from peftlab.training.metrics import weights_bytes
 from peftlab.training.runtime import autocast, example_inputs, resolve_precision
 from peftlab.tuners.base import TunerContext, apply_tuner
@@ -105,7 +106,7 @@ def base_pass_bytes(model_cfg: ModelConfig, num_classes: int, tested: bool) -> i
     ways at it: ``from_config`` reads ``config.dtype``, ``from_pretrained``'s default ``dtype="auto"`` too)."""
     if not tested or model_cfg.task != "causal-lm":
         return 0
-    with torch.device("meta"):
+    with shapes_only():
         base = build_backbone(model_cfg, num_classes, weights=False)
     # parameters() and buffers() give a tied weight once (metrics.weights_bytes tells them apart by address,
     # which every meta tensor shares)
@@ -152,7 +153,7 @@ def backbone_at_grid(model_cfg, num_classes: int, patch: int, side: int) -> nn.M
 
 def patch_grid(model_cfg: ModelConfig, num_classes: int) -> tuple[int, int] | None:
     """(patch size, patches per side) of a timm or HF model with square patches; None for other models."""
-    with torch.device("meta"):
+    with shapes_only():
         model = build_backbone(model_cfg, num_classes, weights=False)
     if isinstance(model, HFLogits):
         config = model.model.config

@@ -7,12 +7,12 @@ import json
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from peftlab.config.checks import check_num_classes  # noqa: F401  (its home before; callers import it here)
 from peftlab.config.schema import RunConfig, to_dict
 from peftlab.config.sections import MethodConfig, ModelConfig, QuantConfig, architecture_only
 from peftlab.models.backbones import build_backbone, head_prefix, trains_head
+from peftlab.models.meta import shapes_only
 from peftlab.models.structure import structure_of
 from peftlab.models.weights import check_weights_file
 from peftlab.tuners import structural
@@ -25,26 +25,8 @@ COUNTED_STEPS = 10**6  # the run length methods are applied for when they are co
 
 def meta_backbone(model_cfg: ModelConfig, num_classes: int) -> nn.Module:
     """``model_cfg``'s backbone on the meta device: shapes only, its weights neither read nor initialised."""
-    with torch.device("meta"), NoValues():
+    with shapes_only():
         return build_backbone(architecture_only(model_cfg), num_classes, weights=False)
-
-
-# the in-place writes of weight initialisation (timm's trunc_normal_, torch.nn.init's): values only, never a shape
-VALUE_WRITES = frozenset(
-    "uniform_ normal_ erfinv_ mul_ add_ sub_ div_ clamp_ clamp_min_ clamp_max_ zero_ fill_ copy_ exp_ sqrt_ abs_ "
-    "neg_ bernoulli_ random_ exponential_ log_normal_ addcmul_ addcdiv_".split()
-)
-
-
-class NoValues(TorchFunctionMode):
-    """A meta tensor holds no values, so the in-place writes that initialise weights change nothing on it; their
-    meta kernels (torch's Python references) were four fifths of a meta build (the default study's ViT: 46 ms, called
-    for every run's checks). Each ``VALUE_WRITES`` call on a meta tensor returns it as it is; all else runs."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in VALUE_WRITES and args and getattr(args[0], "is_meta", False):
-            return args[0]
-        return func(*args, **(kwargs or {}))
 
 
 def meta_model(cfg: RunConfig) -> nn.Module:
@@ -100,7 +82,7 @@ def meta_tuner(method: MethodConfig, model: nn.Module) -> Tuner:
     allocated. The base is left unquantized: it holds as many (logical) weights, and bitsandbytes
     cannot quantize a meta tensor. A run's length changes no size: a long run is assumed (an epoch-based
     run's is known only once the data is read), so that no check of steps refuses here what the run takes."""
-    with torch.device("meta"):
+    with torch.device("meta"):  # not shapes_only: PEFT's layers write few values and the mode slowed their build
         return apply_tuner(model, method, counting_context())
 
 

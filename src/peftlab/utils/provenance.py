@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
 import platform
+import sys
 from pathlib import Path
 
 from peftlab.utils.programs import ProgramTimeout, run_program
@@ -52,13 +54,21 @@ def git_state() -> tuple[str | None, bool | None]:
 
 
 def package_versions() -> dict[str, str | None]:
+    """Python's version and each of ``PACKAGES``' installed one (None: not installed), read once a process for its
+    import path: a run's record names what its process imports, and every lookup searched the whole path (43 CPU ms
+    for a run of the tests' tiny ViT, about a tenth of it)."""
+    return dict(installed_versions(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def installed_versions(path: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    return versions
+    return tuple(versions.items())
 
 
 def cpu_model() -> str:
