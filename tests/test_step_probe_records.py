@@ -129,8 +129,10 @@ def test_the_candidate_onednn_mkl_avx2_parts_from_the_pin_first_at_attention(thr
     """The candidate of 2026-12-01 computes the batched products the pin leaves to MKL in MKL's AVX2 branch: on the
     AMD EPYC that recorded it, the pretraining and every configuration first differ from the pin at the first
     block's attention output (``attn.norm``, the identity after ATen's fused attention), every entry before it
-    equal. No Intel record of it exists yet (benchmarks/pin_candidates.sh takes one)."""
+    equal; an AMD EPYC with AVX2 only gave that record entry for entry, QLoRA's steps included (2026-12-03). No Intel
+    record of it exists yet (benchmarks/pin_candidates.sh takes one)."""
     candidate, pin = record(AMD_AVX512.format("onednn-mkl-avx2", threads)), record(AMD_PIN_NOW.format(threads))
+    all_steps_agree(record(AMD_AVX2.format("onednn-mkl-avx2", threads)), candidate, bitsandbytes=True)
     assert candidate["pin"] == {**cpu.PINNED, "MKL_CBWR": "AVX2,STRICT"} and candidate["variant"] == "onednn-mkl-avx2"
     assert first_difference(candidate, pin).startswith("step 0: fwd blocks.0.attn.norm ")
     assert set(candidate["downstream"]) == set(pin["downstream"])
