@@ -34,6 +34,7 @@ records=benchmarks/step_probe
 {
   grep -m1 'model name' /proc/cpuinfo
   grep -m1 'vendor_id' /proc/cpuinfo
+  grep -m3 -E '^(cpu family|model|stepping)\s*:' /proc/cpuinfo  # the generation a VM's model name can hide
   echo "flags: $(grep -m1 -o -w -E 'avx2|avx512f|avx512_bf16|amx_tile|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "cores: $(nproc)"
   "$py" -c 'import torch; print("torch", torch.__version__)'

@@ -125,7 +125,7 @@ def probe(steps: int, threads: int) -> dict:
 
     from peftlab.config.schema import load_config
     from peftlab.models.backbones import build_backbone
-    from peftlab.utils.provenance import cpu_model, cpu_vendor
+    from peftlab.utils.provenance import cpu_generation, cpu_model, cpu_vendor
 
     torch.set_num_threads(threads)
     cfg = load_config(REPO / "configs" / "pretrain.yaml")
@@ -156,6 +156,7 @@ def probe(steps: int, threads: int) -> dict:
     return {
         "cpu_vendor": cpu_vendor(),
         "cpu_model": cpu_model(),
+        "cpu_generation": cpu_generation(),  # family, model, stepping: the generation a VM's model name can hide
         "machine": platform.machine(),
         "torch": torch.__version__,
         "capability": torch.backends.cpu.get_cpu_capability(),

@@ -165,6 +165,15 @@ def test_bench_compile_figures_time_compiled_against_eager_steps():
     assert "compiled / eager step lora" in text and "P2 compiled LoRA / compiled full" in text
 
 
+def test_a_bench_names_its_cpu_with_the_generation_the_name_hides():
+    from peftlab.bench.common import machine
+
+    hardware = {"cpu": "AMD EPYC", "cpu_generation": "family 23 model 1 stepping 2"}
+    assert machine({"hardware": hardware}) == "AMD EPYC, family 23 model 1 stepping 2"
+    assert machine({"hardware": {"cpu": "AMD EPYC"}}) == "AMD EPYC"  # a bench recorded before it was
+    assert machine({"hardware": {**hardware, "cpu_generation": None}}) == "AMD EPYC"  # macOS, an ARM Linux
+
+
 def test_gpu_ceiling_comes_from_the_spec_sheet_by_name():
     from peftlab.bench.peak import gpu_ceiling_gflops
 

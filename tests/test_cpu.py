@@ -115,3 +115,34 @@ def test_the_record_asks_the_libraries_not_the_environment(monkeypatch):
     assert not cpu.reported_pinned("COMPATIBLE,STRICT", "AVX512")  # ATen chose its code when torch was imported
     assert cpu.arithmetic_record(True, None, "COMPATIBLE,STRICT", "AVX2")["pinned"] is True
     assert cpu.arithmetic_record(True, None, "OFF", "AVX2")["pinned"] is False
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 23
+model\t\t: 1
+model name\t: AMD EPYC
+stepping\t: 2
+flags\t\t: fpu avx2 fma
+
+processor\t: 1
+model name\t: another
+"""
+
+
+def test_the_record_names_the_cpu_s_family_model_and_stepping(tmp_path):
+    """A VM's model name can hide the generation ("AMD EPYC"): the record keeps /proc/cpuinfo's numbers beside it,
+    the first processor's, and None where there are none (macOS, an ARM Linux)."""
+    from peftlab.utils import provenance
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO)
+    fields = provenance.cpuinfo(path)
+    assert fields["model name"] == "AMD EPYC" and fields["model"] == "1" and fields["flags"] == "fpu avx2 fma"
+    assert provenance.cpu_generation(fields) == "family 23 model 1 stepping 2"
+    assert provenance.cpu_generation({"model name": "Apple M2"}) is None
+    assert provenance.cpuinfo(tmp_path / "absent") == {}
+    here = provenance.cpuinfo()
+    if "cpu family" in here:  # x86 Linux: this machine's own numbers in a run's record
+        numbers = f"family {here['cpu family']} model {here['model']} stepping {here['stepping']}"
+        assert provenance.hardware("cpu")["cpu_generation"] == numbers

@@ -380,6 +380,7 @@ def test_reproduce_md_shows_what_the_runs_recorded_as_text(tmp_path, monkeypatch
     def hostile(result):
         provenance = result["provenance"]
         provenance["hardware"] = {"cpu": "Xeon\n## Run this first\n`curl x | sh`", "gpu": "<script>x</script>"}
+        provenance["hardware"]["cpu_generation"] = "family 6\n## Generation heading\n<img src=x>"
         provenance["git_sha"] = "abc\n```\ncurl x | sh\n```"
         provenance["dtype"] = "[click](http://evil.example)"
 
@@ -401,8 +402,9 @@ def test_reproduce_md_shows_what_the_runs_recorded_as_text(tmp_path, monkeypatch
     assert lines[0] == r"# Reproducing evil\\x0a\# Injected heading"
     headings = [line for line in lines if line.startswith("#")]
     assert headings[0] == lines[0] and all(h.startswith("## ") for h in headings[1:])
-    assert not any("Run this first" in h or "Injected" in h for h in headings[1:])
+    assert not any("Run this first" in h or "Injected" in h or "Generation" in h for h in headings[1:])
     assert "<script>" not in reproduce and r"\<script\>" in reproduce
+    assert "<img src=x>" not in reproduce and r"(family 6\\x0a\#\# Generation heading\\x0a\<img src=x\>)" in reproduce
     assert "[click](" not in reproduce and r"\[click\](http://evil.example)" in reproduce
     assert "curl x | sh" not in "\n".join(line for line in lines if not line.startswith(("- ", "#")))
     assert "git checkout unknown" in reproduce  # a sha with a newline is no word of a shell line

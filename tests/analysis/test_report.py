@@ -431,6 +431,10 @@ def test_the_environment_says_whether_the_cpu_arithmetic_was_pinned():
     }
     text = "\n".join(_environment(pinned))
     assert "CPU flags avx2 avx512f" in text and "CPU arithmetic: pinned (train.reproducible" in text
+    assert "- hardware: AMD EPYC, 2 CPUs" in text  # a run recorded before its CPU's generation was
+    generation = {**pinned["hardware"], "cpu_generation": "family 23 model 1 stepping 2"}
+    text = "\n".join(_environment({**pinned, "hardware": generation}))
+    assert "- hardware: AMD EPYC (family 23 model 1 stepping 2), 2 CPUs" in text
     text = "\n".join(_environment({**pinned, "arithmetic": {"reproducible": False, "pinned": False}}))
     assert "the CPU's own" in text
     text = "\n".join(_environment({**pinned, "arithmetic": {"reproducible": True, "pinned": True, **AMD}}))

@@ -144,3 +144,10 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+
+def machine(report: dict) -> str:
+    """The CPU a bench ran on, with its family, model and stepping where recorded: a model name such as "AMD EPYC"
+    can stand for two generations that run the same instructions at different speeds."""
+    hardware = report["hardware"]
+    return ", ".join(filter(None, (hardware["cpu"], hardware.get("cpu_generation"))))

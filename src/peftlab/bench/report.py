@@ -1,7 +1,5 @@
-"""The bench's report as text (one row per figure: name, value, target) and as JSON.
-
-``ROWS`` lists the row functions in print order; each reads its figure from the report and
-returns its rows, or none where the figure was not measured.
+"""The bench's report as text (one row per figure: name, value, target) and as JSON. ``ROWS`` lists the row
+functions in print order; each reads its figure from the report and returns its rows, or none where not measured.
 """
 
 from __future__ import annotations
@@ -10,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from peftlab.bench.common import machine
 from peftlab.bench.memory import LARGE_METHODS
 
 Row = tuple[str, str, str]
@@ -280,7 +279,7 @@ def p6_header(report: dict, load: str) -> str:
         what += f"; and its QLoRA run {quantized.get('variant', quantized['config'])!r}"
     return (
         f"peftlab bench P6: the default study's run ({what}), each of {p6.get('repeats', 0)} in a fresh worker "
-        f"forked as a study forks them ({report['hardware']['cpu']}{load})"
+        f"forked as a study forks them ({machine(report)}{load})"
     )
 
 
@@ -370,7 +369,7 @@ def text_header(report: dict) -> str:
         f"peftlab bench: text, GPT-2 shaped causal LM ({text['layers']} layers, width {text['width']}, "
         f"{text['heads']} heads, random weights), batch {text['batch']} x {text['length']} tokens, LoRA r={text['r']}, "
         f"{text['dtype']}, {where}, {report['repeats']} interleaved repeats after {text['warmup']} warm-up "
-        f"({report['hardware']['cpu']}; load average {start:.1f} at the start, {end:.1f} at the end)"
+        f"({machine(report)}; load average {start:.1f} at the start, {end:.1f} at the end)"
     )
 
 
@@ -416,7 +415,7 @@ def format_report(report: dict) -> str:
         f"peftlab bench: {report['model']}{f' ({sizes})' if sizes else ''} at {report['img_size']} px, "
         f"batch {report['batch']}, "
         f"{report['dtype']}, {where}{repeats} "
-        f"({report['hardware']['cpu']}{load})",
+        f"({machine(report)}{load})",
         "",
     ]
     # a bench of one figure (--only) shows its rows alone

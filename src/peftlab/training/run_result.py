@@ -156,7 +156,9 @@ class Provenance(TypedDict):
     git_sha: str | None  # the commit peftlab ran from; null outside a git checkout
     git_dirty: bool | None  # uncommitted changes in that checkout
     versions: dict  # python and the packages that compute (torch, timm, peft, ...)
-    hardware: dict  # platform, CPU, cpu_flags, ATen's cpu_capability, device, GPU (gpu_uuid), CUDA_VISIBLE_DEVICES
+    # platform, CPU (cpu_generation: its family, model, stepping), cpu_flags, ATen's cpu_capability, device, GPU
+    # (gpu_uuid), CUDA_VISIBLE_DEVICES
+    hardware: dict
     # whether the CPU arithmetic was pinned (train.reproducible), bitsandbytes' 4-bit kernel, the CPU's vendor
     # and model, the branch MKL computes in (mkl_branch: COMPATIBLE,STRICT pinned) and products (a pinned run's:
     # "oneDNN AVX2, quantized bases' backward too" since 2026-11-30, "oneDNN AVX2" before; null: MKL's, as unpinned

@@ -71,25 +71,40 @@ def installed_versions(path: tuple[str, ...]) -> tuple[tuple[str, str | None], .
     return tuple(versions.items())
 
 
-def cpu_model() -> str:
+def cpuinfo(path: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields in Linux's /proc/cpuinfo (``model name``, ``cpu family``, ``flags``, ...); empty
+    elsewhere."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path(path).read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return {}
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep and fields:
+            break  # the blank line after the first processor
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_model() -> str:
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_vendor() -> str | None:
     """The CPU's vendor as it names itself (``GenuineIntel``, ``AuthenticAMD``; Linux's /proc/cpuinfo)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+    return cpuinfo().get("vendor_id")
+
+
+def cpu_generation(fields: dict[str, str] | None = None) -> str | None:
+    """The x86 CPU's family, model and stepping numbers ("family 23 model 1 stepping 2"; None where /proc/cpuinfo
+    has none). A virtual machine's model name can hide the generation ("AMD EPYC"), and two generations with the
+    same instruction sets give the same bits at different speeds: an AVX2-only EPYC whose cores split each 256-bit
+    FMA in two ran the default study's products at half the rate of one that does not (benchmarks/README.md)."""
+    fields = cpuinfo() if fields is None else fields
+    numbers = [fields.get(key) for key in ("cpu family", "model", "stepping")]
+    return None if None in numbers else "family {} model {} stepping {}".format(*numbers)
 
 
 # MKL's code branches as its verbose mode names them (mkl_service.h's MKL_CBWR_* numbers; MKL stores the branch it
@@ -167,14 +182,8 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile",
 
 def cpu_flags() -> list[str]:
     """Which of ``CPU_FLAGS`` this CPU has (Linux's /proc/cpuinfo; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+    present = set(cpuinfo().get("flags", "").split())
+    return [flag for flag in CPU_FLAGS if flag in present]
 
 
 def hardware(device) -> dict:
@@ -184,6 +193,7 @@ def hardware(device) -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_generation": cpu_generation(),
         "cpu_flags": cpu_flags(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),

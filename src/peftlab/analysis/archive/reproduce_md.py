@@ -310,7 +310,9 @@ def reproduce_md(root: Path, record: dict, study_dir: Path) -> str:
         "",
         f"- Runs trained at git commit {markdown_code(sha)} (uncommitted changes: {said(env.get('git_dirty'))}); "
         f"this archive was packed at commit {markdown_code(str(made.get('packed_at')))}.",
-        f"- Machine of the runs: {said(hardware.get('cpu'))}, {said(hardware.get('cpu_count'))} CPUs, device "
+        f"- Machine of the runs: {said(hardware.get('cpu'))}"
+        f"{' (' + said(hardware['cpu_generation']) + ')' if hardware.get('cpu_generation') else ''}, "
+        f"{said(hardware.get('cpu_count'))} CPUs, device "
         f"{said(hardware.get('device'))}{', GPU ' + said(hardware['gpu']) if hardware.get('gpu') else ''}; "
         f"{said(env.get('threads'))} {'thread' if env.get('threads') == 1 else 'threads'} per run; "
         f"precision {said(env.get('dtype'))}.",

@@ -212,7 +212,9 @@ def environment_section(provenance: dict) -> list[str]:
         "",
         f"- git: {provenance.get('git_sha')} (dirty: {provenance.get('git_dirty')})",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
-        f"- hardware: {hardware.get('cpu')}, {hardware.get('cpu_count')} CPUs, device {hardware.get('device')}"
+        f"- hardware: {hardware.get('cpu')}"
+        + (f" ({hardware['cpu_generation']})" if hardware.get("cpu_generation") else "")
+        + f", {hardware.get('cpu_count')} CPUs, device {hardware.get('device')}"
         + (f", CPU flags {' '.join(hardware['cpu_flags']) or 'none known'}" if "cpu_flags" in hardware else "")
         + (f", GPU {hardware['gpu']}" if hardware.get("gpu") else ""),
         f"- threads per run: {provenance.get('threads')}; precision: {provenance.get('dtype')}",
