@@ -71,9 +71,10 @@ def installed_versions(path: tuple[str, ...]) -> tuple[tuple[str, str | None], .
     return tuple(versions.items())
 
 
+@functools.lru_cache(maxsize=4)
 def cpuinfo(path: str | Path = "/proc/cpuinfo") -> dict[str, str]:
     """The first processor's fields in Linux's /proc/cpuinfo (``model name``, ``cpu family``, ``flags``, ...); empty
-    elsewhere."""
+    elsewhere. Read once a process (a machine with many cores spends milliseconds on each read): not to be changed."""
     try:
         text = Path(path).read_text()
     except OSError:
