@@ -16,15 +16,14 @@ def cpu_ceiling_gflops(dtype: str) -> dict:
     the count cannot be read) x the boost clock (cpufreq's cpuinfo_max_freq). Where the flags or
     the boost clock cannot be read (a VM often hides cpufreq), or for bf16, ``gflops`` is None and
     ``why`` says what was missing."""
-    import re
+    from peftlab.utils.provenance import cpuinfo
 
     if dtype != "fp32":
         return {"gflops": None, "why": f"no CPU ceiling is computed for {dtype}"}
-    try:
-        cpuinfo = open("/proc/cpuinfo").read()
-    except OSError:
+    fields = cpuinfo()
+    if not fields:
         return {"gflops": None, "why": "/proc/cpuinfo cannot be read"}
-    flags = set(re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M).group(1).split()) if "flags" in cpuinfo else set()
+    flags = set(fields.get("flags", "").split())
     lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else None
     if lanes is None:
         return {"gflops": None, "why": "the CPU flags name neither AVX-512 nor AVX2 with FMA"}
