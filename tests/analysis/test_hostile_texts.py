@@ -7,6 +7,8 @@ one escaper or reader and, where it matters, against the program that reads the 
 - Recorded commands (commands.jsonl) in REPRODUCE.md: shell words quoted, control characters refused, fences that no
   line closes; the shell block, executed in a sandbox, runs exactly the recorded commands.
 - Study names with control characters: refused where a study file is read, escaped where a folder's name is shown.
+- A received result.json's recorded words (hardware, versions, arithmetic, the protocol card's values) in report.md
+  and REPRODUCE.md: Markdown text, each in its line (a card's in its cell).
 - Labels whose math would break pdflatex: refused by safe_math (printed as text); a generated corpus compiles.
 - A paper source edited after the compile: submission refuses it.
 """
@@ -15,6 +17,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -408,6 +411,53 @@ def test_reproduce_md_shows_what_the_runs_recorded_as_text(tmp_path, monkeypatch
     assert "[click](" not in reproduce and r"\[click\](http://evil.example)" in reproduce
     assert "curl x | sh" not in "\n".join(line for line in lines if not line.startswith(("- ", "#")))
     assert "git checkout unknown" in reproduce  # a sha with a newline is no word of a shell line
+
+
+def test_report_md_shows_what_the_runs_recorded_as_text(tmp_path):
+    """Recorded words reach report.md escaped, as in REPRODUCE.md: the Environment section's CPU, generation, GPU,
+    git sha, versions and arithmetic, and the protocol card's values and notes each stay in their line (a table's
+    in its cell: GPT-2's "<|endoftext|>" would split it) and start no heading, link or HTML."""
+    from peftlab.analysis.report.build import write_report
+
+    study_dir = write_study_dir(tmp_path / "study", with_failure=False, variants=["full", "linear"])
+    protocol = {
+        "resolution": 28,
+        "interpolation": "bilinear\n# Card heading",
+        "pair_join": "the tokenizer's end-of-sequence token <|endoftext|>",
+        "test_split": "[click](http://evil.example)",
+    }
+    for path in study_dir.glob("runs/*/result.json"):
+        result = json.loads(path.read_text())
+        provenance = result["provenance"]
+        provenance["hardware"] = {
+            "cpu": "Xeon\n## Run this first\n<img src=x>",
+            "cpu_generation": "family 6\n# Generation",
+            "cpu_count": 2,
+            "device": "cpu",
+            "cpu_flags": ["avx2", "<b>"],
+            "gpu": "<script>x</script>",
+        }
+        provenance["git_sha"] = "abc\n```"
+        provenance["versions"] = {"torch": "2.14.1\n# Versions", "[x]": "1"}
+        provenance["arithmetic"] = {"pinned": True, "cpu_vendor": "Intel\n# Vendor", "products": "<i>oneDNN</i>"}
+        provenance["data"] = {"notes": ["lossy copy\n# Note heading"]}
+        result["protocol"] = protocol
+        path.write_text(json.dumps(result))
+    (study_dir / "study.yaml").unlink(missing_ok=True)
+    report = write_report(study_dir).read_text()
+    lines = report.splitlines()
+    assert [line for line in lines if line.startswith("# ")] == [lines[0]]
+    assert not any(word in line for line in lines if line.startswith("#") for word in ("Run", "Generation", "Card"))
+    for raw in ("<img", "<script>", "<b>", "<i>", "<|endoftext|>", "[click](", "```"):
+        assert not re.search(r"(?<!\\)" + re.escape(raw), report), raw  # only as the escaped "\<img"
+    environment = report[report.index("## Environment") :]
+    assert r"- hardware: Xeon\\x0a\#\# Run this first\\x0a\<img src=x\> (family 6\\x0a\# Generation)" in environment
+    assert r", CPU flags avx2 \<b\>, GPU \<script\>x\</script\>" in environment
+    assert r"- versions: torch 2.14.1\\x0a\# Versions, \[x\] 1" in environment
+    assert r"(CPU vendor Intel\\x0a\# Vendor)" in environment and r"\<i\>oneDNN\</i\>" in environment
+    assert r"| sentence pairs joined by | the tokenizer's end-of-sequence token \<\|endoftext\|\> |" in lines
+    assert r"| interpolation | bilinear\\x0a\# Card heading |" in lines
+    assert r"- Warning: lossy copy\\x0a\# Note heading." in lines
 
 
 # ---- study names ---------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.analysis.results.escape import latex_escape
+from peftlab.analysis.results.escape import latex_escape, markdown_text
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowed_configurations
 from peftlab.analysis.results.units import display_name
 from peftlab.analysis.stats.intervals import completed_runs
@@ -169,8 +169,8 @@ def report_section(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) 
     if not rows:
         return []
     lines = ["## Protocol card", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows] + [""]
-    return lines + [f"- {note}" for note in notes] + ([""] if notes else [])
+    lines += [f"| {name} | {markdown_text(value)} |" for name, value in rows] + [""]  # a "|" would split the cell
+    return lines + [f"- {markdown_text(note)}" for note in notes] + ([""] if notes else [])
 
 
 def latex_card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> str | None:
@@ -202,22 +202,27 @@ def latex_card(study_dir: Path, done: pd.DataFrame, labels: dict[str, str]) -> s
 
 
 def environment_section(provenance: dict) -> list[str]:
-    """The report's "Environment" section: git, versions, hardware, threads, precision and CPU arithmetic."""
+    """The report's "Environment" section: git, versions, hardware, threads, precision and CPU arithmetic. Every
+    recorded word is Markdown text (``markdown_text``): a received result.json's CPU name starts no heading, link
+    or HTML here, as in REPRODUCE.md; the names a machine records print as themselves."""
     if not provenance:
         return ["## Environment", "", "No completed run recorded its environment.", ""]
     versions = provenance.get("versions") or {}
     hardware = provenance.get("hardware") or {}
+    said = {key: markdown_text(value) for key, value in hardware.items() if key != "cpu_flags"}
+    flags = hardware.get("cpu_flags")
     return [
         "## Environment",
         "",
-        f"- git: {provenance.get('git_sha')} (dirty: {provenance.get('git_dirty')})",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
-        f"- hardware: {hardware.get('cpu')}"
-        + (f" ({hardware['cpu_generation']})" if hardware.get("cpu_generation") else "")
-        + f", {hardware.get('cpu_count')} CPUs, device {hardware.get('device')}"
-        + (f", CPU flags {' '.join(hardware['cpu_flags']) or 'none known'}" if "cpu_flags" in hardware else "")
-        + (f", GPU {hardware['gpu']}" if hardware.get("gpu") else ""),
-        f"- threads per run: {provenance.get('threads')}; precision: {provenance.get('dtype')}",
+        f"- git: {markdown_text(provenance.get('git_sha'))} (dirty: {markdown_text(provenance.get('git_dirty'))})",
+        "- versions: " + ", ".join(f"{markdown_text(k)} {markdown_text(v)}" for k, v in versions.items() if v),
+        f"- hardware: {said.get('cpu', 'None')}"
+        + (f" ({said['cpu_generation']})" if hardware.get("cpu_generation") else "")
+        + f", {said.get('cpu_count', 'None')} CPUs, device {said.get('device', 'None')}"
+        + (f", CPU flags {markdown_text(' '.join(map(str, flags))) or 'none known'}" if "cpu_flags" in hardware else "")
+        + (f", GPU {said['gpu']}" if hardware.get("gpu") else ""),
+        f"- threads per run: {markdown_text(provenance.get('threads'))}; "
+        f"precision: {markdown_text(provenance.get('dtype'))}",
         *arithmetic_line(provenance.get("arithmetic")),
         "",
     ]
@@ -229,12 +234,13 @@ def arithmetic_line(arithmetic: dict | None) -> list[str]:
         return []
     if arithmetic.get("pinned"):
         cpu = ", ".join(
-            f"{name} {arithmetic[key]}"
+            f"{name} {markdown_text(arithmetic[key])}"
             for key, name in (("cpu_vendor", "CPU vendor"), ("mkl_branch", "MKL branch"))
             if arithmetic.get(key)
         )
         products = (
-            f"every Linear's products through {arithmetic['products']}, the rest in MKL's COMPATIBLE branch"
+            f"every Linear's products through {markdown_text(arithmetic['products'])}, the rest in MKL's COMPATIBLE "
+            "branch"
             if arithmetic.get("products")
             else "MKL's COMPATIBLE branch (the pin before 2026-11-29)"
         )
@@ -258,7 +264,7 @@ def mixed_arithmetic_warning(done: pd.DataFrame) -> list[str]:
     counts = done["provenance.pinned_arithmetic"].dropna().value_counts(sort=False)
     if len(counts) < 2:
         return []
-    where = "; ".join(f"{name}: {n} run{'s' if n > 1 else ''}" for name, n in counts.items())
+    where = "; ".join(f"{markdown_text(name)}: {n} run{'s' if n > 1 else ''}" for name, n in counts.items())
     return [
         f"**Warning: the pinned runs compared here came from CPUs whose arithmetic is recorded differently** "
         f"({where}): their numbers may differ in the last bits.",
