@@ -382,9 +382,10 @@ def _failures(df: pd.DataFrame) -> list[str]:
         "| run | configuration | seed | status | error |",
         "|---|---|---|---|---|",
     ]
-    for row in bad.itertuples():
-        error = str(row.error).replace("|", "\\|").replace("\n", " ")[:200]
-        lines.append(f"| {row.run_id} | {row.variant} | {row.seed} | {row.status} | {error} |")
+    for row in bad.itertuples():  # recorded words as Markdown text: a "|" of an error stays in its cell
+        error = markdown_text(str(row.error).replace("\n", " ")[:200])
+        cells = (markdown_text(row.run_id), markdown_text(row.variant), row.seed, markdown_text(row.status))
+        lines.append("| " + " | ".join(map(str, cells)) + f" | {error} |")
     return lines + [""]
 
 
