@@ -415,8 +415,9 @@ def test_reproduce_md_shows_what_the_runs_recorded_as_text(tmp_path, monkeypatch
 
 def test_report_md_shows_what_the_runs_recorded_as_text(tmp_path):
     """Recorded words reach report.md escaped, as in REPRODUCE.md: the Environment section's CPU, generation, GPU,
-    git sha, versions and arithmetic, the protocol card's values and notes and a failed run's error each stay in their
-    line (a table's in its cell: GPT-2's "<|endoftext|>" would split it) and start no heading, link or HTML."""
+    git sha, versions and arithmetic, the protocol card's values and notes, a failed run's error and a configuration's
+    name each stay in their line (a table's in its cell: GPT-2's "<|endoftext|>" would split it) and start no
+    heading, link or HTML."""
     from peftlab.analysis.report.build import write_report
 
     study_dir = write_study_dir(tmp_path / "study", with_failure=False, variants=["full", "linear"])
@@ -443,6 +444,10 @@ def test_report_md_shows_what_the_runs_recorded_as_text(tmp_path):
         provenance["data"] = {"notes": ["lossy copy\n# Note heading"]}
         result["protocol"] = protocol
         path.write_text(json.dumps(result))
+    for path in study_dir.glob("runs/*/spec.json"):  # a configuration's name, in every table and list that names it
+        spec = json.loads(path.read_text())
+        spec["variant"] = spec["variant"].replace("linear", "linear <u>probe</u> | x")
+        path.write_text(json.dumps(spec))
     failed = sorted(study_dir.glob("runs/*/result.json"))[-1]  # a failed run's error, in the failures' table
     failed.write_text(json.dumps({"status": "failed", "error": "Boom\n# Error heading <img src=y> | cell"}))
     (study_dir / "study.yaml").unlink(missing_ok=True)
@@ -451,7 +456,8 @@ def test_report_md_shows_what_the_runs_recorded_as_text(tmp_path):
     assert [line for line in lines if line.startswith("# ")] == [lines[0]]
     assert any(line.endswith(r"| failed | Boom \# Error heading \<img src=y\> \| cell |") for line in lines)
     assert not any(word in line for line in lines if line.startswith("#") for word in ("Run", "Generation", "Card"))
-    for raw in ("<img", "<script>", "<b>", "<i>", "<|endoftext|>", "[click](", "```"):
+    assert r"linear \<u\>probe\</u\> \| x" in report
+    for raw in ("<img", "<script>", "<b>", "<i>", "<u>", "<|endoftext|>", "[click](", "```"):
         assert not re.search(r"(?<!\\)" + re.escape(raw), report), raw  # only as the escaped "\<img"
     environment = report[report.index("## Environment") :]
     assert r"- hardware: Xeon\\x0a\#\# Run this first\\x0a\<img src=x\> (family 6\\x0a\# Generation)" in environment

@@ -11,7 +11,7 @@ import pandas as pd
 
 from peftlab.analysis.figures.study import skip_figure
 from peftlab.analysis.figures.style import _new_figure, _variant_color, _variant_linestyle, save_figure, study_palette
-from peftlab.analysis.results.units import display_name
+from peftlab.analysis.results.units import display_name, markdown_name
 from peftlab.analysis.stats.aggregates import PROFILE_TAUS, performance_profile, profile_band, task_aggregates
 from peftlab.analysis.stats.comparisons import aggregate_over_tasks, algorithm_name, scores_over_tasks
 from peftlab.analysis.stats.intervals import completed_runs
@@ -62,7 +62,7 @@ def report_section(
         )
         rank = "–" if pd.isna(extra["rank"]) else f"{extra['rank']:.2f}"
         lines.append(
-            f"| {display_name(row.algorithm, None, labels)} | {row.n_tasks} | {row.n_runs} | "
+            f"| {markdown_name(row.algorithm, None, labels)} | {row.n_tasks} | {row.n_runs} | "
             f"{interval(row.iqm, row.iqm_low, row.iqm_high)} | "
             f"{interval(extra['mean'], extra['mean_low'], extra['mean_high'])} | "
             f"{interval(extra['gap'], extra['gap_low'], extra['gap_high'])} | {rank} | {poi} |"

@@ -28,7 +28,7 @@ import scipy.stats
 from peftlab.analysis.figures.study import skip_figure
 from peftlab.analysis.figures.style import _new_figure, figure_name, save_figure
 from peftlab.analysis.results.load import read_spec, run_dirs
-from peftlab.analysis.results.units import display_name, scale
+from peftlab.analysis.results.units import markdown_name, scale
 from peftlab.analysis.stats.comparisons import compare_paired, holm
 from peftlab.analysis.stats.intervals import completed_runs
 from peftlab.models.blocks import block_indices
@@ -326,7 +326,7 @@ def _equal_budget_lines(
         p = "n/a" if not math.isfinite(row.p_ttest_holm) else f"{row.p_ttest_holm:.3f}"
         mark = " *" if row.significant else ""
         lines.append(
-            f"| {display_name(row.variant, None, labels)} | {display_name(row.baseline, 'lora', labels)} | "
+            f"| {markdown_name(row.variant, None, labels)} | {markdown_name(row.baseline, 'lora', labels)} | "
             f"{HELD_SHORT[row.held_equal]} | {row.budget:.0f} | {row.params_trained:,.0f} / "
             f"{row.params_variant:,.0f} / {row.params_baseline:,.0f} | {times * row.mean_variant:.1f} | "
             f"{times * row.mean_baseline:.1f} | {times * row.mean_diff:+.1f}{mark} | {p} | {row.win_rate:.2f} |"
@@ -390,9 +390,9 @@ def _importance_lines(importance: pd.DataFrame, figures_dir: Path, labels: dict 
     for row in agreement.itertuples():
         if math.isfinite(row.tau_mean):
             lines.append(
-                f"- {display_name(row.variant, None, labels)}: tau = {row.tau_mean:.2f} "
+                f"- {markdown_name(row.variant, None, labels)}: tau = {row.tau_mean:.2f} "
                 f"(min {row.tau_min:.2f}, max {row.tau_max:.2f}; {row.seeds} seeds, {row.modules} modules)"
             )
         else:
-            lines.append(f"- {display_name(row.variant, None, labels)}: fewer than two seeds, no agreement to measure")
+            lines.append(f"- {markdown_name(row.variant, None, labels)}: fewer than two seeds, no agreement to measure")
     return lines + [""]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from peftlab.analysis.results.units import display_name
+from peftlab.analysis.results.units import markdown_name
 from peftlab.analysis.stats.intervals import completed_runs, describe_interval, summarize
 
 DEPLOYED = "deployed_top1"  # a column of this section's own: ``deployed_top1``
@@ -47,7 +47,7 @@ def report_section(df: pd.DataFrame, interval: str, labels: dict[str, str]) -> l
     if "quantization.mean_relative_error" in qa:
         for variant, errors in qa.groupby("variant", sort=False)["quantization.mean_relative_error"]:
             lines.append(
-                f"- {display_name(variant, 'qalora', labels)}: mean relative quantization error of the "
+                f"- {markdown_name(variant, 'qalora', labels)}: mean relative quantization error of the "
                 f"base's layers {errors.mean():.4f} (||W - Q(W)||_F / ||W||_F)."
             )
     return lines + [""]
@@ -87,7 +87,7 @@ def _table(rows: pd.DataFrame, summary: pd.DataFrame, interval: str, labels: dic
         run = rows[rows["variant"] == row["variant"]].iloc[0]
         size = stored[row["variant"]]
         lines.append(
-            f"| {display_name(row['variant'], run['method'], labels)} | {_deploys_as(run)} | "
+            f"| {markdown_name(row['variant'], run['method'], labels)} | {_deploys_as(run)} | "
             f"{100 * row['mean']:.2f}% | [{100 * row['ci_low']:.2f}, {100 * row['ci_high']:.2f}] | {row['n']} | "
             f"{size / 1024:.0f} KiB | {size / fp32_bytes[row['variant']]:.3f} |"
         )
@@ -115,7 +115,7 @@ def _against_qlora(qa: pd.DataFrame, qlora: list, by_variant: pd.DataFrame, labe
             else:
                 verdict = "the intervals overlap: this study does not separate them"
             lines.append(
-                f"- {display_name(variant, 'qalora', labels)} vs {display_name(other, 'lora', labels)}: "
+                f"- {markdown_name(variant, 'qalora', labels)} vs {markdown_name(other, 'lora', labels)}: "
                 f"{100 * (a['mean'] - b['mean']):+.2f} points of merged test top-1; {verdict}."
             )
     return lines
@@ -129,7 +129,7 @@ def _requantization_costs(rows: pd.DataFrame, qlora: list, labels: dict[str, str
         if "metrics.test_top1" in runs:
             loss = 100 * (runs["metrics.test_top1"] - runs[DEPLOYED]).mean()
             lines.append(
-                f"- {display_name(other, 'lora', labels)}: merging (re-quantizing) cost {loss:+.2f} points of "
+                f"- {markdown_name(other, 'lora', labels)}: merging (re-quantizing) cost {loss:+.2f} points of "
                 "test top-1 on average (adapter over the quantized base minus merged)."
             )
     return lines

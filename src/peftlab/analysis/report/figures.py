@@ -16,6 +16,7 @@ from peftlab.analysis.figures import study as figures
 from peftlab.analysis.figures.style import study_palette
 from peftlab.analysis.report.primary import Score
 from peftlab.analysis.report.tables import format_count
+from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.stats.chance import chance
 from peftlab.analysis.stats.intervals import describe_interval
 
@@ -170,7 +171,8 @@ def side_by_side_sentence(df: pd.DataFrame, score: Score) -> str:
     groups = figures.shared_counts(df, score.metric)
     if not groups:
         return ""
-    each = "; ".join(f"{', '.join(names[:-1])} and {names[-1]}, {format_count(count)}" for count, names in groups)
+    shown = [(count, [markdown_text(name) for name in names]) for count, names in groups]  # the legend's, as text
+    each = "; ".join(f"{', '.join(names[:-1])} and {names[-1]}, {format_count(count)}" for count, names in shown)
     return (
         f" Configurations with the same trainable parameters ({each}) are drawn side by side around their count, "
         "left to right in the legend's order; the axis is that of the true counts."

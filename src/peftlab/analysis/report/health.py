@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.analysis.figures.health import plot_gradient_flow, plot_rank_utilisation
-from peftlab.analysis.results.escape import markdown_code
+from peftlab.analysis.results.escape import markdown_code, markdown_text
 from peftlab.analysis.results.load import read_spec, run_dirs
 from peftlab.training.run_result import read_result, status_of
 from peftlab.utils.files import read_lines
@@ -267,8 +267,7 @@ def merge_lines(table: pd.DataFrame) -> list[str]:
     ]
     for row in failed.head(MAX_LISTED).itertuples():
         lines.append(
-            f"- {row.variant} seed {row.seed} [{row.run_id}]: max |diff| {row.merge_max_abs_diff:.3g} "
-            f"(tolerance {row.merge_tolerance:.3g})"
+            f"- {run_named(row)}: max |diff| {row.merge_max_abs_diff:.3g} (tolerance {row.merge_tolerance:.3g})"
         )
     return lines + [""]
 
@@ -297,8 +296,9 @@ def report_section(study_dir: str | Path, figures_dir: Path, labels=None, palett
         gain_text = f"{100 * gain.mean():+.2f}" if len(gain) else "n/a"
         judged = int(group["converged"].notna().sum())  # runs without a validation curve have no verdict
         converged = f"{int((group['converged'] == True).sum())} of {judged}" if judged else "no verdict"  # noqa: E712
+        name = markdown_text(variant)  # a recorded word: its "|" would split the row
         lines.append(
-            f"| {variant} | {len(group)} | {verdicts.get('stable', 0)} / {verdicts.get('warnings', 0)} / "
+            f"| {name} | {len(group)} | {verdicts.get('stable', 0)} / {verdicts.get('warnings', 0)} / "
             f"{verdicts.get('unstable', 0)} | {int(group['exploding'].fillna(0).sum())} | "
             f"{int(group['vanishing'].fillna(0).sum())} | {converged} | "
             f"{gain_text} | {int((group['frozen_equal'] == True).sum())} of {len(group)} |"  # noqa: E712 - element-wise
@@ -367,12 +367,12 @@ def convergence_lines(table) -> list[str]:
         lines += [f"Convergence: {under_training_note(table)}", ""]
         if len(not_converged) <= MAX_LISTED:
             for row in not_converged.itertuples():
-                lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.convergence_reason}")
+                lines.append(f"- {run_named(row)}: {markdown_text(row.convergence_reason)}")
         else:  # the table above counts them per configuration; the largest gains by name
             lines.append(f"The {MAX_LISTED} runs with the largest gain in their last 25%:")
             lines.append("")
             for row in not_converged.sort_values("gain_last_window", ascending=False).head(MAX_LISTED).itertuples():
-                lines.append(f"- {row.variant} seed {row.seed} [{row.run_id}]: {row.convergence_reason}")
+                lines.append(f"- {run_named(row)}: {markdown_text(row.convergence_reason)}")
         lines.append("")
     if len(unjudged):
         lines += [f"No convergence verdict for {len(unjudged)} of {len(table)} runs: " + unjudged_reasons(unjudged), ""]
@@ -383,7 +383,12 @@ def unjudged_reasons(unjudged: pd.DataFrame) -> str:
     """Why runs have no convergence verdict, each reason once with its count (no validation split, too few
     evaluations)."""
     reasons = unjudged["convergence_reason"].fillna("not recorded").value_counts()
-    return "; ".join(f"{reason} ({count} runs)" for reason, count in reasons.items()) + "."
+    return "; ".join(f"{markdown_text(reason)} ({count} runs)" for reason, count in reasons.items()) + "."
+
+
+def run_named(row) -> str:
+    """A run in a list line: its configuration, seed and id, the recorded words as Markdown text."""
+    return f"{markdown_text(row.variant)} seed {row.seed} [{markdown_text(row.run_id)}]"
 
 
 def health_figure_lines(study_dir: str | Path, figures_dir: Path, labels=None, palette=None) -> list[str]:

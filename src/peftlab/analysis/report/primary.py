@@ -16,7 +16,7 @@ import pandas as pd
 
 from peftlab.analysis.results.escape import markdown_text
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK
-from peftlab.analysis.results.units import display_name
+from peftlab.analysis.results.units import markdown_name
 from peftlab.analysis.stats.bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from peftlab.analysis.stats.intervals import MIN_SEEDS, completed_runs, describe_interval
 from peftlab.analysis.stats.power import ALPHA, POWER
@@ -167,7 +167,7 @@ def pareto_lines(front: pd.DataFrame, score: Score, labels: dict, borrowed: dict
 
 
 def _name(row, labels: dict) -> str:
-    return display_name(row["variant"], row.get("method"), labels)
+    return markdown_name(row["variant"], row.get("method"), labels)
 
 
 def order_lines(
@@ -221,7 +221,7 @@ def chance_lines(found, labels: dict, primary: pd.DataFrame) -> list[str]:
     if not at:
         return [head + " Every configuration is above it.", ""]
     names = ", ".join(
-        f"{display_name(v, methods.get(v) if len(methods) else None, labels)} "
+        f"{markdown_name(v, methods.get(v) if len(methods) else None, labels)} "
         f"({table.loc[v, 'above']} of {table.loc[v, 'seeds']} seeds above it"
         + (f" on {markdown_text(table.loc[v, 'dataset'])}" if found.tasks else "")
         + f"; {table.loc[v, 'correct']} of {table.loc[v, 'trials']} correct over the seeds; largest p = "

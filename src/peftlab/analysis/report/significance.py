@@ -12,7 +12,7 @@ import pandas as pd
 
 from peftlab.analysis.report.primary import SCORES, Score
 from peftlab.analysis.results.tuning_choices import BORROWED_MARK, borrowed_configurations, borrowed_note
-from peftlab.analysis.results.units import display_name, signed
+from peftlab.analysis.results.units import markdown_name, signed
 from peftlab.analysis.stats.comparisons import below_detection
 from peftlab.analysis.stats.families import ABLATION, MAIN, repeats
 from peftlab.analysis.stats.intervals import completed_runs
@@ -25,7 +25,7 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
     if comparisons is None or comparisons.empty:
         return ["## Significance", "", "No paired comparison: fewer than two configurations completed.", ""]
     methods = completed_runs(df).groupby("variant")["method"].first()
-    baselines = ", ".join(display_name(b, methods.get(b), labels) for b in dict.fromkeys(comparisons["baseline"]))
+    baselines = ", ".join(markdown_name(b, methods.get(b), labels) for b in dict.fromkeys(comparisons["baseline"]))
     score = SCORES[comparisons["metric"].iloc[0]]
     power, unit = f"{100 * POWER:.0f}%", score.unit
     several = comparisons["family"].nunique() > 1  # the ablations' configurations in a Holm family of their own
@@ -46,7 +46,7 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
 
     borrowed = {v: b for v, b in borrowed_configurations(df).items() if v in set(comparisons["variant"])}
     for row in comparisons.itertuples():
-        name = display_name(row.variant, methods.get(row.variant), labels)
+        name = markdown_name(row.variant, methods.get(row.variant), labels)
         name += f" {BORROWED_MARK}" if row.variant in borrowed else ""
         mde = "n/a" if pd.isna(row.mde_80) else f"{score.scale * row.mde_80:.2f}"
         lines.append(
@@ -68,7 +68,7 @@ def report_section(comparisons: pd.DataFrame | None, df: pd.DataFrame, labels: d
     ]
     lines += family_lines(comparisons, df, methods, labels)
     if borrowed:  # an untuned configuration's significance never stands without saying so
-        shown = {display_name(v, methods.get(v), labels): display_name(b, None, labels) for v, b in borrowed.items()}
+        shown = {markdown_name(v, methods.get(v), labels): markdown_name(b, None, labels) for v, b in borrowed.items()}
         lines += [borrowed_note(shown), ""]
     lines += _direction(score)
     return (
@@ -87,7 +87,7 @@ def family_lines(comparisons: pd.DataFrame, df: pd.DataFrame, methods: pd.Series
         if len(counts) > 1
         else ""  # one family: the table's note says Holm ran across its comparisons
     )
-    name = lambda v: display_name(v, methods.get(v), labels)
+    name = lambda v: markdown_name(v, methods.get(v), labels)
     baselines = set(comparisons["baseline"])
     repeated = {v: found for v, found in repeats(df, next(iter(baselines))).items() if v not in baselines}
     if repeated:
@@ -134,7 +134,7 @@ def _not_shown(comparisons: pd.DataFrame, methods: pd.Series, labels: dict, scor
     if small.empty:
         return []
     items = [
-        f"{display_name(row.variant, methods.get(row.variant), labels)} ({signed(score.scale * row.mean_diff, 2)}"
+        f"{markdown_name(row.variant, methods.get(row.variant), labels)} ({signed(score.scale * row.mean_diff, 2)}"
         f"{score.points}; MDE {score.scale * row.mde_80:.2f}{score.points}; {score.one} needs "
         f"{_pairs(row.pairs_for_1pt)} seeds)"
         for row in small.itertuples()
@@ -159,7 +159,7 @@ def _spread_lines(
     if wide.empty:
         return []
     items = [
-        f"{display_name(row.variant, methods.get(row.variant), labels)} (sd over seeds {score.scale * row.sd:.2f}"
+        f"{markdown_name(row.variant, methods.get(row.variant), labels)} (sd over seeds {score.scale * row.sd:.2f}"
         f"{score.points}, mean difference {signed(score.scale * row.mean_diff, 2)})"
         for row in wide.itertuples()
     ]

@@ -394,11 +394,11 @@ def _markdown_note(table, alpha):
         note += " No interval where n = 1."
     if table["baselines"]:
         note += (
-            f" *: differs from {_baseline_text(table, str)} with p < {alpha:g} "
+            f" *: differs from {_baseline_text(table, markdown_text)} with p < {alpha:g} "
             f"(paired t-test on matched seeds, Holm-corrected{_family_text(table)})."
         )
     if table["borrowed"]:
-        note += " " + borrowed_note(table["borrowed"])
+        note += " " + borrowed_note(table["borrowed"], markdown_text)
     if table["chance"]["names"]:
         note += " °: " + table["chance"]["note"]
     return note

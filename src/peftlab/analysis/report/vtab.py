@@ -31,7 +31,7 @@ from peftlab.analysis.figures.vtab import plot_vtab_differences
 from peftlab.analysis.report.literature import LITERATURE, VtabCitation, load_vtab_literature
 from peftlab.analysis.report.tables import latex_document
 from peftlab.analysis.results.escape import latex_escape, latex_text
-from peftlab.analysis.results.units import display_name
+from peftlab.analysis.results.units import display_name, markdown_name
 from peftlab.analysis.stats.intervals import describe_interval
 from peftlab.analysis.stats.vtab_scores import (
     OFFICIAL_GROUPS,
@@ -90,7 +90,7 @@ def report_section(
     tasks, groups = study_tasks(runs), task_groups(runs)
     means, seeds = task_means(runs)
     summary = summary_table(runs, interval)
-    names = {a: display_name(a, None, labels) for a in means.index}
+    names = {a: markdown_name(a, None, labels) for a in means.index}
     lines = ["## VTAB-1k", "", coverage(tasks, groups), ""]
     lines += task_table(means, seeds, summary, tasks, names, groups)
     lines += averages_table(summary, tasks, names, interval, groups)

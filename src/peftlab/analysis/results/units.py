@@ -143,6 +143,14 @@ def display_name(name, method=None, labels=None):
     return name
 
 
+def markdown_name(name, method=None, labels=None) -> str:
+    """``display_name`` as Markdown text (``escape.markdown_text``): a configuration's name or label printed in
+    report.md's prose and tables as itself, a received study's "<img>" or "|" included."""
+    from peftlab.analysis.results.escape import markdown_text
+
+    return markdown_text(display_name(name, method, labels))
+
+
 def bridge_names(done: pd.DataFrame, labels: dict | None = None) -> list[str]:
     """The PEFT types the completed runs ran through the bridge (``method.name: peft``), one per configuration
     in the order of the runs: the configuration's label (report.labels) where the study gives one, else its
