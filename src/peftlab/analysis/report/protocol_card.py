@@ -210,7 +210,7 @@ def environment_section(provenance: dict) -> list[str]:
     versions = provenance.get("versions") or {}
     hardware = provenance.get("hardware") or {}
     said = {key: markdown_text(value) for key, value in hardware.items() if key != "cpu_flags"}
-    flags = hardware.get("cpu_flags")
+    flags = markdown_text(" ".join(map(str, hardware.get("cpu_flags") or []))) or "none known"
     return [
         "## Environment",
         "",
@@ -219,7 +219,7 @@ def environment_section(provenance: dict) -> list[str]:
         f"- hardware: {said.get('cpu', 'None')}"
         + (f" ({said['cpu_generation']})" if hardware.get("cpu_generation") else "")
         + f", {said.get('cpu_count', 'None')} CPUs, device {said.get('device', 'None')}"
-        + (f", CPU flags {markdown_text(' '.join(map(str, flags))) or 'none known'}" if "cpu_flags" in hardware else "")
+        + (f", CPU flags {flags}" if "cpu_flags" in hardware else "")
         + (f", GPU {said['gpu']}" if hardware.get("gpu") else ""),
         f"- threads per run: {markdown_text(provenance.get('threads'))}; "
         f"precision: {markdown_text(provenance.get('dtype'))}",
